@@ -1,0 +1,21 @@
+# The two commands of the README's quick start. Both set up .venv first (scripts/setup.sh).
+.PHONY: setup demo test test-slow lint bench
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	.venv/bin/langevin-images demo --out out/demo
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -q
+
+test-slow: setup
+	.venv/bin/python -m pytest -q -m slow
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+bench: setup
+	.venv/bin/python benchmarks/bench_sampler.py

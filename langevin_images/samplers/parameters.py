@@ -1,0 +1,77 @@
+"""The "three epsilons" of Plug & Play Generative Networks, mapped to (eps, T, lambda).
+
+The seed text writes the update as::
+
+    x <- x + eps1 * d log p(x)/dx + eps2 * d log p(y=c|x)/dx + N(0, eps3^2)
+
+With ``E = lambda_prior * E_prior + lambda_lik * E_lik`` (``E_prior = -log p(x)``,
+``E_lik = -log p(y=c|x)``) the Langevin proposal ``x - eps grad E + sqrt(2 eps T) xi`` is that
+update when ``eps1 = eps * lambda_prior``, ``eps2 = eps * lambda_lik`` and
+``eps3 = sqrt(2 eps T)``. Three numbers fix four unknowns only up to a common scale; the
+convention here is ``lambda_lik = 1`` (temperature in units of the likelihood), so
+
+    eps = eps2,   lambda_prior = eps1 / eps2,   T = eps3^2 / (2 eps2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["LangevinParameters", "from_three_epsilons"]
+
+
+@dataclass(frozen=True)
+class LangevinParameters:
+    """Step size, temperature and energy weights of one Langevin setting."""
+
+    step_size: float
+    temperature: float
+    prior_weight: float
+    likelihood_weight: float = 1.0
+
+    @property
+    def three_epsilons(self) -> tuple[float, float, float]:
+        """``(eps1, eps2, eps3)`` of the same update."""
+        eps = self.step_size
+        return (
+            eps * self.prior_weight,
+            eps * self.likelihood_weight,
+            (2.0 * eps * self.temperature) ** 0.5,
+        )
+
+    def describe(self) -> str:
+        e1, e2, e3 = self.three_epsilons
+        return (
+            f"eps1={e1:.4g}, eps2={e2:.4g}, eps3={e3:.4g} means step_size={self.step_size:.4g}, "
+            f"temperature={self.temperature:.4g}, prior_weight={self.prior_weight:.4g}, "
+            f"likelihood_weight={self.likelihood_weight:.4g}"
+        )
+
+
+def from_three_epsilons(
+    eps1: float, eps2: float, eps3: float, *, likelihood_weight: float = 1.0
+) -> LangevinParameters:
+    """The ``(eps, T, lambda)`` meant by the three epsilons.
+
+    Parameters
+    ----------
+    eps1 : float
+        Weight of the prior gradient, >= 0.
+    eps2 : float
+        Weight of the likelihood gradient, > 0.
+    eps3 : float
+        Standard deviation of the added noise, >= 0 (0 is gradient descent).
+    likelihood_weight : float
+        The free scale: ``lambda_lik``; 1 by default.
+    """
+    if eps2 <= 0 or eps1 < 0 or eps3 < 0 or likelihood_weight <= 0:
+        raise ValueError(
+            "three epsilons need eps1 >= 0, eps2 > 0, eps3 >= 0 (and likelihood_weight > 0)"
+        )
+    step = eps2 / likelihood_weight
+    return LangevinParameters(
+        step_size=step,
+        temperature=eps3**2 / (2.0 * step),
+        prior_weight=eps1 / step,
+        likelihood_weight=likelihood_weight,
+    )

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv with a Python >= 3.12 and install the package with its dev extra.
+# Usage: scripts/setup.sh            (idempotent: a second run installs nothing new)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    local candidates=(python3.13 python3.12 python3)
+    local root
+    if command -v pyenv >/dev/null 2>&1; then
+        root=$(pyenv root 2>/dev/null || true)
+    fi
+    root=${root:-$HOME/.pyenv}
+    for v in "$root"/versions/3.1[2-9]*/bin/python3; do
+        [ -x "$v" ] && candidates+=("$v")
+    done
+    for py in "${candidates[@]}"; do
+        if "$py" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then
+            command -v "$py" 2>/dev/null || echo "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' 2>/dev/null; then
+    if ! PY=$(find_python); then
+        echo "error: langevin_images needs Python >= 3.12 (ArviZ 1.x requires it) and none was found." >&2
+        echo "Install one, e.g. 'pyenv install 3.12' or your system's python3.12 package, then run this again." >&2
+        exit 1
+    fi
+    echo "setup: creating .venv with $PY ($("$PY" --version))"
+    rm -rf .venv
+    "$PY" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+fi
+
+stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+    echo "setup: installing langevin_images and its dependencies into .venv (first run: a few minutes)"
+    .venv/bin/python -m pip install -q -e ".[dev]"
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi

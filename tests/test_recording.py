@@ -1,0 +1,131 @@
+"""Recorders: memory and disk behind one interface; the disk file round-trips exactly."""
+
+from __future__ import annotations
+
+import h5netcdf
+import numpy as np
+import torch
+import xarray as xr
+from helpers import stationary_image_gaussian
+
+import langevin_images as li
+from langevin_images.recording import MemoryRecorder, NetCDFRecorder, draw_index
+
+
+def test_draw_index():
+    kept = [t for t in range(10) if draw_index(t, warmup=4, thin=2) is not None]
+    assert kept == [5, 7, 9]
+    assert [draw_index(t, 4, 2) for t in kept] == [0, 1, 2]
+
+
+def _run(record_to, **kw):
+    target = stationary_image_gaussian(6, 6)
+    x0 = target.draw(5, torch.Generator().manual_seed(0), torch.float32)
+    return li.sample(
+        target,
+        x0,
+        steps=53,
+        warmup=11,
+        thin=3,
+        step_size=0.05,
+        schedule="dual_averaging",
+        seed=4,
+        record_to=record_to,
+        progress=False,
+        **kw,
+    )
+
+
+def test_disk_recorder_round_trips_exactly(tmp_path):
+    mem = _run(None)
+    disk = _run(NetCDFRecorder(tmp_path / "chain.nc", buffer_steps=7))
+    assert mem.samples.shape == (5, 53 // 3, 1, 6, 6)
+    assert torch.equal(mem.samples, disk.samples)
+    ms, ds = mem.stats, disk.stats
+    assert ms.keys() == ds.keys()
+    for k in ms:
+        assert torch.equal(ms[k], ds[k]), k
+    assert torch.equal(
+        mem.recorder.get_chain(discard=2, thin=3), disk.recorder.get_chain(discard=2, thin=3)
+    )
+    # a path is the same thing as a NetCDFRecorder
+    by_path = _run(tmp_path / "by_path.nc")
+    assert torch.equal(by_path.samples, mem.samples)
+    # the file is plain netCDF
+    ds_ = xr.open_dataset(tmp_path / "chain.nc", engine="h5netcdf")
+    assert ds_.attrs["completed_steps"] == 64
+    np.testing.assert_array_equal(ds_["position"].values, mem.samples.numpy())
+
+
+def test_disk_recorder_buffers_do_not_grow_with_steps(tmp_path):
+    shapes = []
+    for steps in (100, 1000):
+        rec = NetCDFRecorder(tmp_path / f"r{steps}.nc", buffer_steps=50)
+        li.sample(
+            lambda x: 0.5 * x.square().flatten(1).sum(1),
+            torch.zeros((4, 1, 5, 5)),
+            steps=steps,
+            thin=10,
+            record_to=rec,
+            progress=False,
+        )
+        shapes.append(
+            (tuple(rec._buf_pos.shape), {k: tuple(v.shape) for k, v in rec._buf_stats.items()})
+        )
+    assert shapes[0] == shapes[1]
+
+
+def test_partial_file_survives_a_failure(tmp_path):
+    calls = {"n": 0}
+
+    def energy(x):
+        calls["n"] += 1
+        e = 0.5 * x.square().sum(1)
+        if calls["n"] > 40:
+            e = e.clone()
+            e[1] = float("nan")
+        return e
+
+    path = tmp_path / "partial.nc"
+    try:
+        li.sample(
+            energy,
+            torch.zeros((3, 2)),
+            steps=500,
+            record_to=NetCDFRecorder(path, buffer_steps=16),
+            progress=False,
+            max_divergences_in_a_row=10,
+        )
+    except li.DivergenceError as err:
+        partial = err.run
+    else:
+        raise AssertionError("expected a DivergenceError")
+    with h5netcdf.File(path, "r") as f:
+        done = int(f.attrs["completed_steps"])
+    assert done == partial.recorder.completed >= 40
+    assert partial.stats["diverging"][1, 40:done].all()
+    assert not partial.stats["diverging"][0].any()
+
+
+def test_memory_recorder_interface():
+    rec = MemoryRecorder()
+    run = li.sample(
+        lambda x: x.square().sum(1),
+        torch.zeros((2, 3)),
+        steps=10,
+        warmup=5,
+        record_to=rec,
+        progress=False,
+    )
+    assert run.recorder is rec
+    assert rec.get_chain().shape == (2, 10, 3)
+    assert rec.get_chain(discard=4, thin=2).shape == (2, 3, 3)
+    assert set(rec.get_stats()) == {
+        "acceptance_prob",
+        "is_accepted",
+        "step_size",
+        "energy",
+        "grad_norm",
+        "diverging",
+    }
+    assert rec.get_stats()["energy"].shape == (2, 15)
