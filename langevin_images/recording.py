@@ -156,12 +156,11 @@ class NetCDFRecorder(Recorder):
             "step": self.total,
             **dict(zip(pos_dims, self.position_shape, strict=True)),
         }
-        chunk_draws = max(1, min(self.draws, self.buffer_steps // self.thin or 1))
         f.create_variable(
             "position",
             ("chain", "draw", *pos_dims),
             _NP_DTYPES[self.dtype],
-            chunks=(1, chunk_draws, *self.position_shape) if self.draws else None,
+            chunks=self._position_chunks() if self.draws else None,
         )
         self._file = f
         for k, v in self.attrs.items():
@@ -174,6 +173,15 @@ class NetCDFRecorder(Recorder):
         self._buf_stats: dict[str, Tensor] = {}
         self._buf_start, self._buf_draws, self._draw0 = 0, 0, 0
 
+    def _position_chunks(self, target_bytes: int = 4 << 20) -> tuple[int, ...]:
+        """Chunks of about ``target_bytes``: all chains and the draws of one flush when they
+        fit (few chunks, so the file's chunk index stays small), fewer chains when not."""
+        per_draw = int(np.prod(self.position_shape)) * np.dtype(_NP_DTYPES[self.dtype]).itemsize
+        per_flush = max(1, min(self.draws, -(-self.buffer_steps // self.thin)))
+        chains = max(1, min(self.chains, target_bytes // max(per_draw, 1)))
+        draws = max(1, min(per_flush, target_bytes // max(per_draw * chains, 1)))
+        return (chains, draws, *self.position_shape)
+
     def save_step(self, t: int, position: Tensor, stats: dict[str, Tensor]) -> None:
         if not self._buf_stats:
             for k, v in stats.items():
@@ -181,7 +189,12 @@ class NetCDFRecorder(Recorder):
                 self._buf_stats[k] = torch.empty(
                     (self.chains, self.buffer_steps), dtype=dtype, device=v.device
                 )
-                self._file.create_variable(k, ("chain", "step"), _NP_DTYPES[dtype])
+                self._file.create_variable(
+                    k,
+                    ("chain", "step"),
+                    _NP_DTYPES[dtype],
+                    chunks=(self.chains, min(self.total, self.buffer_steps)),
+                )
         i = t - self._buf_start
         for k, v in stats.items():
             self._buf_stats[k][:, i] = v

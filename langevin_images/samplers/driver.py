@@ -245,7 +245,7 @@ def sample(
         attrs={"method": method, "temperature": float(temperature)},
     )
 
-    state = kernel.init(energy_fn, position)
+    state = kernel.init(energy_fn, position, precond)
     bad = ~torch.isfinite(state.energy)
     if bad.any():
         recorder.close()

@@ -27,6 +27,7 @@ __all__ = [
     "LangevinInfo",
     "LangevinState",
     "energy_and_grad",
+    "evaluate",
     "init",
     "mh_log_ratio",
     "step",
@@ -36,11 +37,13 @@ EnergyFn = Callable[[Tensor], Tensor]
 
 
 class LangevinState(NamedTuple):
-    """Current point of every chain, with its cached energy and gradient."""
+    """Current point of every chain, with what the next step needs of it cached."""
 
     position: Tensor  # (chains, ...)
     energy: Tensor  # (chains,)
     grad: Tensor  # (chains, ...)
+    drift: Tensor  # (chains, ...) M grad, in the position's dtype
+    grad_drift: Tensor  # (chains,) float64 grad^T M grad
 
 
 class LangevinInfo(NamedTuple):
@@ -74,10 +77,27 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
     return energy.detach(), grad
 
 
-def init(energy_fn: EnergyFn, position: Tensor) -> LangevinState:
-    """The state at ``position``; one energy+gradient evaluation."""
+def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-chain inner product, accumulated in float64."""
+    return torch.linalg.vecdot(
+        a.reshape(a.shape[0], -1).to(torch.float64), b.reshape(b.shape[0], -1).to(torch.float64)
+    )
+
+
+def evaluate(
+    energy_fn: EnergyFn, position: Tensor, preconditioner: Preconditioner
+) -> LangevinState:
+    """The state at ``position``: one energy+gradient evaluation and one application of M."""
     energy, grad = energy_and_grad(energy_fn, position)
-    return LangevinState(position.detach(), energy, grad)
+    drift = preconditioner.apply(grad)
+    return LangevinState(position.detach(), energy, grad, drift, _flat_dot(grad, drift))
+
+
+def init(
+    energy_fn: EnergyFn, position: Tensor, preconditioner: Preconditioner | None = None
+) -> LangevinState:
+    """The state at ``position``; one energy+gradient evaluation."""
+    return evaluate(energy_fn, position, preconditioner or Preconditioner())
 
 
 def _per_chain(v: Tensor, like: Tensor) -> Tensor:
@@ -85,29 +105,28 @@ def _per_chain(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape + (1,) * (like.ndim - 1))
 
 
-def _all_finite(t: Tensor) -> Tensor:
-    return torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
-
-
 def mh_log_ratio(
-    state: LangevinState,
-    proposal: LangevinState,
-    step_size: Tensor,
-    temperature: float,
-    preconditioner: Preconditioner,
+    state: LangevinState, proposal: LangevinState, step_size: Tensor, temperature: float
 ) -> Tensor:
-    """``log[pi(x') q(x | x')] - log[pi(x) q(x' | x)]`` per chain, accumulated in float64.
+    """``log[pi(x') q(x | x')] - log[pi(x) q(x' | x)]`` per chain, in float64.
 
-    At image dimension each quadratic term is O(10^5) and their difference O(1), so every
-    term is formed in float64 from the stored (float32) positions and gradients.
+    With ``d = x' - x``, ``g = grad E(x)``, ``g' = grad E(x')`` and the proposal
+    ``q(x' | x) = N(x - eps M g, 2 eps T M)``, the two quadratic forms in ``M^{-1}`` share their
+    ``d^T M^{-1} d`` term, which cancels exactly::
+
+        log q(x | x') - log q(x' | x) = [ d^T (g + g') / 2 + eps (g^T M g - g'^T M g') / 4 ] / T
+
+    so ``M^{-1}`` is never applied and no O(D) quadratic terms are subtracted from each
+    other. The inner products are accumulated in float64 from the stored positions, gradients
+    and drifts, whatever their dtype.
     """
     f64 = torch.float64
-    x, xp = state.position.to(f64), proposal.position.to(f64)
-    eps = _per_chain(step_size.to(f64), x)
-    fwd = xp - x + eps * preconditioner.apply(state.grad.to(f64))
-    rev = x - xp + eps * preconditioner.apply(proposal.grad.to(f64))
-    denom = 4.0 * step_size.to(f64) * temperature
-    log_q_ratio = (preconditioner.inv_quad(fwd) - preconditioner.inv_quad(rev)) / denom
+    d = proposal.position.to(f64) - state.position.to(f64)
+    g_sum = state.grad.to(f64) + proposal.grad.to(f64)
+    cross = torch.linalg.vecdot(d.reshape(d.shape[0], -1), g_sum.reshape(d.shape[0], -1))
+    log_q_ratio = (
+        0.5 * cross + 0.25 * step_size.to(f64) * (state.grad_drift - proposal.grad_drift)
+    ) / temperature
     log_pi_ratio = -(proposal.energy.to(f64) - state.energy.to(f64)) / temperature
     return log_pi_ratio + log_q_ratio
 
@@ -150,16 +169,17 @@ def step(
         raise ValueError("MALA needs temperature > 0; use the descent method for T = 0")
     x = state.position
     eps = _per_chain(step_size.to(x.dtype), x)
-    proposal = x - eps * preconditioner.apply(state.grad)
+    proposal = x - eps * state.drift
     if temperature > 0:
         noise = preconditioner.noise(x, generator)
         proposal = proposal + torch.sqrt(2.0 * eps * temperature) * noise
-    new_energy, new_grad = energy_and_grad(energy_fn, proposal)
-    prop_state = LangevinState(proposal.detach(), new_energy, new_grad)
-    finite = torch.isfinite(new_energy) & _all_finite(new_grad)
+    prop = evaluate(energy_fn, proposal, preconditioner)
+    # g^T M g is finite exactly when every entry of the gradient is (barring overflow to inf,
+    # which is a divergence too), and costs nothing more: it is cached for the next step
+    finite = torch.isfinite(prop.energy) & torch.isfinite(prop.grad_drift)
 
     if adjust:
-        log_ratio = mh_log_ratio(state, prop_state, step_size, temperature, preconditioner)
+        log_ratio = mh_log_ratio(state, prop, step_size, temperature)
         log_ratio = torch.where(finite & ~torch.isnan(log_ratio), log_ratio, -math.inf)
         acceptance_prob = torch.exp(log_ratio.clamp(max=0.0))
         u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=torch.float64)
@@ -170,8 +190,10 @@ def step(
 
     keep = _per_chain(accepted, x)
     new_state = LangevinState(
-        torch.where(keep, prop_state.position, x),
-        torch.where(accepted, new_energy, state.energy),
-        torch.where(keep, new_grad, state.grad),
+        torch.where(keep, prop.position, x),
+        torch.where(accepted, prop.energy, state.energy),
+        torch.where(keep, prop.grad, state.grad),
+        torch.where(keep, prop.drift, state.drift),
+        torch.where(accepted, prop.grad_drift, state.grad_drift),
     )
-    return new_state, LangevinInfo(acceptance_prob, accepted, ~finite, new_energy)
+    return new_state, LangevinInfo(acceptance_prob, accepted, ~finite, prop.energy)
