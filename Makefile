@@ -19,3 +19,4 @@ lint: setup
 
 bench: setup
 	.venv/bin/python benchmarks/bench_sampler.py
+	.venv/bin/python benchmarks/bench_preconditioning.py

@@ -5,7 +5,8 @@
    for the classic MNIST CNN on 64 digits and for a tiny 3-layer CNN on 8 RGB 64x64 images
    (little compute per pixel: the worst case for the sampler's per-pixel work).
 2. One MALA step / one ULA step.
-3. Peak memory of a disk-recorded run (64 chains of 1x28x28 images, thinned x10) at 2 000 and
+3. Energy+gradient time with glibc's default allocator settings vs ``cpu.tune_malloc()``.
+4. Peak memory of a disk-recorded run (64 chains of 1x28x28 images, thinned x10) at 2 000 and
    20 000 steps, each in a fresh process; the in-memory recorder alongside for contrast.
 
 Usage: python benchmarks/bench_sampler.py [--quick] [--json results.json]
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 import langevin_images as li
+from langevin_images.cpu import tune_malloc
 from langevin_images.samplers import kernel
 from langevin_images.samplers.preconditioners import Preconditioner
 
@@ -71,9 +73,9 @@ def cnn_energy(net: torch.nn.Module):
     return energy
 
 
-def interleaved(fns: dict, rounds: int, reps: int) -> dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round by round so that
-    machine noise hits all of them alike."""
+def interleaved(fns: dict, rounds: int, reps: int) -> dict[str, list[float]]:
+    """Seconds per call of each function in each round; the calls are interleaved round by
+    round so that slow drifts of the machine's load hit all of them alike."""
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
@@ -81,7 +83,14 @@ def interleaved(fns: dict, rounds: int, reps: int) -> dict[str, float]:
             for _ in range(reps):
                 fn()
             times[k].append((time.perf_counter() - t0) / reps)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def _ratio(a: list[float], b: list[float]) -> dict[str, float]:
+    """Median and quartiles of the per-round ratios a / b."""
+    r = sorted(x / y for x, y in zip(a, b, strict=True))
+    q = statistics.quantiles(r, n=4)
+    return {"median": statistics.median(r), "q1": q[0], "q3": q[2]}
 
 
 def step_costs(net: torch.nn.Module, x: torch.Tensor, quick: bool) -> dict:
@@ -97,32 +106,42 @@ def step_costs(net: torch.nn.Module, x: torch.Tensor, quick: bool) -> dict:
     def ula():
         kernel.step(state, energy, eps, gen, temperature=1.0, adjust=False, preconditioner=ident)
 
-    n_drv = 5 if quick else 40
+    # sample() is timed on runs of n_drv steps against blocks of n_drv + 1 evaluations. Short
+    # runs called back to back overstate its cost on the CPU: each run allocates and frees
+    # its recorder, which moves glibc's mmap threshold so that the model's activations are
+    # page-faulted anew (measured: the sample()/manual-loop ratio fell from ~1.09 to ~1.015
+    # with MALLOC_MMAP_THRESHOLD_ set); in one long run the allocator settles.
+    n_drv = 5 if quick else 60
 
     def driver_step():
         li.sample(energy, x, steps=n_drv, step_size=1e-3, progress=False)
 
+    def eval_block():
+        for _ in range(n_drv + 1):
+            kernel.energy_and_grad(energy, x)
+
     for fn in (mala, ula, driver_step):  # warm up allocator and kernels
         fn()
-    rounds, reps = (5, 3) if quick else (15, 5)
+    rounds, reps = (5, 3) if quick else (25, 4)
     t = interleaved(
         {
             "energy_grad": lambda: kernel.energy_and_grad(energy, x),
             "mala_step": mala,
             "ula_step": ula,
-            "sample_loop": driver_step,
         },
         rounds,
         reps,
     )
+    long = interleaved({"eval_block": eval_block, "sample_loop": driver_step}, 3 if quick else 8, 1)
     # a sample() call of n steps does n + 1 evaluations (the first at x0)
-    t["sample_step"] = t.pop("sample_loop") / (n_drv + 1)
+    t["sample_step"] = [v / (n_drv + 1) for v in long["sample_loop"]]
+    t["energy_grad_in_blocks"] = [v / (n_drv + 1) for v in long["eval_block"]]
     return {
         "batch": list(x.shape),
-        "seconds": t,
-        "mala_over_energy_grad": t["mala_step"] / t["energy_grad"],
-        "sample_step_over_energy_grad": t["sample_step"] / t["energy_grad"],
-        "mala_over_ula": t["mala_step"] / t["ula_step"],
+        "seconds": {k: statistics.median(v) for k, v in t.items()},
+        "mala_over_energy_grad": _ratio(t["mala_step"], t["energy_grad"]),
+        "sample_step_over_energy_grad": _ratio(t["sample_step"], t["energy_grad_in_blocks"]),
+        "mala_over_ula": _ratio(t["mala_step"], t["ula_step"]),
     }
 
 
@@ -172,13 +191,56 @@ def memory(quick: bool) -> dict:
     return out
 
 
+MALLOC_CHILD = """
+import sys, time, torch
+sys.path.insert(0, sys.argv[2])
+if sys.argv[1] == "tuned":
+    from langevin_images.cpu import tune_malloc
+    tune_malloc()
+from bench_sampler import cnn_energy, mnist_cnn
+from langevin_images.samplers import kernel
+energy, x = cnn_energy(mnist_cnn()), torch.rand((64, 1, 28, 28))
+for _ in range(5):
+    kernel.energy_and_grad(energy, x)
+t0 = time.perf_counter()
+for _ in range(int(sys.argv[3])):
+    kernel.energy_and_grad(energy, x)
+print((time.perf_counter() - t0) / int(sys.argv[3]))
+"""
+
+
+def malloc_ab(quick: bool) -> dict:
+    """Energy+gradient time of the MNIST CNN with glibc's default allocator settings and with
+    ``tune_malloc()``, in alternating fresh processes (the settings are process-wide)."""
+    times = {"default": [], "tuned": []}
+    here = str(Path(__file__).parent)
+    for _ in range(2 if quick else 4):
+        for kind in times:
+            res = subprocess.run(
+                [sys.executable, "-c", MALLOC_CHILD, kind, here, "20" if quick else "60"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            times[kind].append(float(res.stdout))
+    return {
+        "seconds": {k: statistics.median(v) for k, v in times.items()},
+        "default_over_tuned": _ratio(times["default"], times["tuned"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--no-malloc-tuning", action="store_true", help="keep glibc's default allocator settings"
+    )
     args = parser.parse_args()
+    tuned = False if args.no_malloc_tuning else tune_malloc()
+    print(f"glibc malloc tuned: {tuned}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    res = {"torch_threads": torch.get_num_threads()}
+    res = {"torch_threads": torch.get_num_threads(), "malloc_tuned": tuned}
     cases = {
         "mnist_cnn": (mnist_cnn(), torch.rand((64, 1, 28, 28))),
         "tiny_cnn_64px": (tiny_cnn(), torch.rand((8, 3, 64, 64))),
@@ -188,11 +250,24 @@ def main() -> None:
         print(f"{name} energy, batch {s['batch']} ({res['torch_threads']} threads):")
         for k, v in s["seconds"].items():
             print(f"  {k:12s} {v * 1e3:8.2f} ms")
-        print(f"  MALA kernel step / energy+grad   {s['mala_over_energy_grad']:.3f}")
-        print(f"  sample() step / energy+grad      {s['sample_step_over_energy_grad']:.3f}")
-        print(f"  MALA step / ULA step             {s['mala_over_ula']:.3f}")
+        for key, label in (
+            ("mala_over_energy_grad", "MALA kernel step / energy+grad"),
+            ("sample_step_over_energy_grad", "sample() step / energy+grad"),
+            ("mala_over_ula", "MALA step / ULA step"),
+        ):
+            r = s[key]
+            print(
+                f"  {label:32s} {r['median']:.3f}  (per-round quartiles "
+                f"{r['q1']:.3f}..{r['q3']:.3f})"
+            )
     res["memory"] = memory(args.quick)
     m = res["memory"]
+    ab = res["malloc"] = malloc_ab(args.quick)
+    print(
+        f"MNIST CNN energy+grad, glibc defaults / tune_malloc(): "
+        f"{ab['default_over_tuned']['median']:.3f} "
+        f"({ab['seconds']['default'] * 1e3:.1f} vs {ab['seconds']['tuned'] * 1e3:.1f} ms)"
+    )
     print("peak memory growth during a run of 64 chains x 1x28x28, thin 10:")
     for k, v in m.items():
         print(f"  {k:14s} {v['peak_growth_mib']:8.1f} MiB  {v['seconds']:6.2f} s")

@@ -7,6 +7,7 @@ from .samplers import (
     Run,
     from_three_epsilons,
     sample,
+    sample_three_epsilons,
 )
 
 __version__ = "0.1.0"
@@ -19,6 +20,7 @@ __all__ = [
     "from_three_epsilons",
     "recording",
     "sample",
+    "sample_three_epsilons",
     "samplers",
     "schedules",
 ]

@@ -129,6 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cpu import tune_malloc
+
+    tune_malloc()
     try:
         args = _build_parser().parse_args(argv)
         args.func(args)

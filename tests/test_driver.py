@@ -195,3 +195,58 @@ def test_datatree_from_a_disk_run(tmp_path):
     dt = run.to_datatree()
     assert dt["posterior"]["image"].shape == (2, 20, 1, 3, 3)
     assert torch.equal(torch.from_numpy(dt["posterior"]["image"].values), run.samples)
+
+
+def test_sample_three_epsilons_is_the_mapped_run():
+    def prior(x):
+        return 0.5 * x.square().flatten(1).sum(1)
+
+    def lik(x):
+        return (x[:, 0] - 1.0).square()
+
+    x0 = torch.zeros((4, 3))
+    a = li.sample_three_epsilons(
+        prior, lik, x0, eps1=0.01, eps2=0.1, eps3=0.05, steps=20, seed=3, progress=False
+    )
+    p = from_three_epsilons(0.01, 0.1, 0.05)
+    b = li.sample(
+        lambda x: p.prior_weight * prior(x) + lik(x),
+        x0,
+        method="ula",
+        step_size=p.step_size,
+        temperature=p.temperature,
+        steps=20,
+        seed=3,
+        progress=False,
+    )
+    assert torch.equal(a.samples, b.samples)
+    assert a.config["three_epsilons"]["eps3"] == 0.05
+    assert a.config["temperature"] == pytest.approx(0.05**2 / 0.2)
+    d = li.sample_three_epsilons(
+        prior, lik, x0, eps1=0.01, eps2=0.1, eps3=0.0, steps=5, progress=False
+    )
+    assert d.config["method"] == "descent"
+    with pytest.raises(TypeError, match="set by the three epsilons"):
+        li.sample_three_epsilons(
+            prior, lik, x0, eps1=0.01, eps2=0.1, eps3=0.1, steps=5, step_size=0.3
+        )
+
+
+def test_running_acceptance_rate_restarts_after_warmup():
+    run = li.sample(
+        quad, torch.zeros((3, 2)), steps=30, warmup=10, step_size=0.5, seed=1, progress=False
+    )
+    r = run.running_acceptance_rate()
+    acc = run.stats["acceptance_prob"]
+    assert r.shape == (3, 40)
+    torch.testing.assert_close(r[:, 9], acc[:, :10].mean(1))
+    torch.testing.assert_close(r[:, 10], acc[:, 10])
+    torch.testing.assert_close(r[:, -1], run.acceptance_rate)
+
+
+def test_tune_malloc_reports_what_it_did():
+    import sys
+
+    from langevin_images.cpu import tune_malloc
+
+    assert tune_malloc() is sys.platform.startswith("linux")

@@ -3,7 +3,7 @@
 from . import kernel, preconditioners
 from .constraints import Box
 from .driver import METHODS, DivergenceError, Run, sample
-from .parameters import LangevinParameters, from_three_epsilons
+from .parameters import LangevinParameters, from_three_epsilons, sample_three_epsilons
 from .preconditioners import Dense, Diagonal, Fourier, Identity, LowRankPlusDiagonal
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "kernel",
     "preconditioners",
     "sample",
+    "sample_three_epsilons",
 ]

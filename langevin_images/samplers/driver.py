@@ -72,6 +72,15 @@ class Run:
         acc = self.stats["acceptance_prob"][:, self.recorder.warmup :]
         return acc.mean(1)
 
+    def running_acceptance_rate(self) -> Tensor:
+        """``(chain, step)`` mean acceptance probability so far, restarted when warmup ends."""
+        acc = self.stats["acceptance_prob"]
+        w = min(self.recorder.warmup, acc.shape[1])
+        parts = [acc[:, :w], acc[:, w:]]
+        return torch.cat(
+            [p.cumsum(1) / torch.arange(1, p.shape[1] + 1, dtype=p.dtype) for p in parts], 1
+        )
+
     @property
     def final_position(self) -> Tensor:
         """Last position of every chain, in image space."""

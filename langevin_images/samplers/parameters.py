@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["LangevinParameters", "from_three_epsilons"]
+__all__ = ["LangevinParameters", "from_three_epsilons", "sample_three_epsilons"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,43 @@ def from_three_epsilons(
         prior_weight=eps1 / step,
         likelihood_weight=likelihood_weight,
     )
+
+
+def sample_three_epsilons(
+    prior_energy, likelihood_energy, x0, *, eps1: float, eps2: float, eps3: float, **kwargs
+):
+    """Run ``sample()`` with the book's update ``x + eps1 grad log p(x) +
+    eps2 grad log p(y|x) + N(0, eps3^2)``.
+
+    ``prior_energy`` is ``-log p(x)`` and ``likelihood_energy`` is ``-log p(y=c|x)``, each
+    ``x -> (chains,)``. The run uses ``E = prior_weight * prior + likelihood`` with the step
+    size and temperature of ``from_three_epsilons``, and records the three epsilons and their
+    meaning in ``run.config``. ``eps3 = 0`` runs gradient descent (``method="descent"``);
+    other keywords go to ``sample()`` (``method`` defaults to ``"ula"``, the book's choice).
+    """
+    from .driver import sample
+
+    p = from_three_epsilons(eps1, eps2, eps3)
+    for key in ("step_size", "temperature"):
+        if key in kwargs:
+            raise TypeError(f"{key} is set by the three epsilons; do not pass it too")
+
+    def energy(x):
+        return p.prior_weight * prior_energy(x) + p.likelihood_weight * likelihood_energy(x)
+
+    method = kwargs.pop("method", "ula" if eps3 > 0 else "descent")
+    temperature = p.temperature if method != "descent" else 0.0
+    if method != "descent" and eps3 == 0:
+        raise ValueError("eps3 = 0 means no noise: use method='descent'")
+    run = sample(
+        energy, x0, step_size=p.step_size, temperature=temperature or 1.0, method=method, **kwargs
+    )
+    run.config["three_epsilons"] = {
+        "eps1": eps1,
+        "eps2": eps2,
+        "eps3": eps3,
+        "means": p.describe(),
+        "prior_weight": p.prior_weight,
+        "likelihood_weight": p.likelihood_weight,
+    }
+    return run
