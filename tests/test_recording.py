@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h5netcdf
 import numpy as np
+import pytest
 import torch
 import xarray as xr
 from helpers import stationary_image_gaussian
@@ -129,3 +130,34 @@ def test_memory_recorder_interface():
         "diverging",
     }
     assert rec.get_stats()["energy"].shape == (2, 15)
+
+
+def test_interrupted_run_returns_what_it_recorded(tmp_path):
+    calls = {"n": 0}
+
+    def energy(x):
+        calls["n"] += 1
+        if calls["n"] == 31:
+            raise KeyboardInterrupt
+        return 0.5 * x.square().sum(1)
+
+    with pytest.warns(RuntimeWarning, match="interrupted after 29 of 100 steps"):
+        run = li.sample(
+            energy, torch.zeros((2, 3)), steps=100, record_to=tmp_path / "i.nc", progress=False
+        )
+    assert run.samples.shape == (2, 29, 3)
+    assert run.config["interrupted_at_step"] == 29
+    assert run.to_datatree()["posterior"]["x"].shape == (2, 29, 3)
+
+
+def test_an_energy_that_raises_says_where_the_steps_are(tmp_path):
+    def energy(x):
+        if x.abs().max() > 0:
+            raise RuntimeError("boom")
+        return x.sum(1) * 0
+
+    with pytest.raises(RuntimeError, match="boom") as err:
+        li.sample(
+            energy, torch.zeros((2, 3)), steps=10, record_to=tmp_path / "r.nc", progress=False
+        )
+    assert any("r.nc" in note for note in err.value.__notes__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..recording import Recorder, as_recorder
+from ..recording import NetCDFRecorder, Recorder, as_recorder
 from ..schedules import as_schedule
 from . import kernel
 from .constraints import Box
@@ -334,6 +335,19 @@ def sample(
                         refresh=False,
                     )
                     bar.update((t + 1) - bar.n)
+    except KeyboardInterrupt:
+        # an interrupted run keeps what it has: the caller gets the steps done so far
+        run.config["interrupted_at_step"] = recorder.completed
+        warnings.warn(
+            f"sampling interrupted after {recorder.completed} of {total} steps; returning the "
+            f"{recorder.completed_draws} draws recorded so far",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    except Exception as err:
+        if isinstance(recorder, NetCDFRecorder):
+            err.add_note(f"the {recorder.completed} steps done so far are in {recorder.path}")
+        raise
     finally:
         bar.close()
         run.final_state, run.grad_evals = state, grad_evals
