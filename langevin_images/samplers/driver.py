@@ -64,7 +64,9 @@ class Run:
 
     @property
     def stats(self) -> dict[str, Tensor]:
-        """name -> ``(chain, step)`` for every step, warmup included."""
+        """name -> ``(chain, step)`` for every step, warmup included: ``acceptance_prob``,
+        ``is_accepted``, ``step_size``, ``energy``, ``grad_norm``, ``diverging``, and
+        ``term_<name>`` for each named term of an energy that reports its terms."""
         return self.recorder.get_stats()
 
     @property
@@ -141,6 +143,7 @@ def sample(
     record_to: str | os.PathLike | Recorder | None = None,
     progress: bool = True,
     max_divergences_in_a_row: int = 20,
+    transform: Any = None,
 ) -> Run:
     """Sample ``pi(x) ~ exp(-E(x) / T)`` with Langevin dynamics, one chain per row of ``x0``.
 
@@ -181,6 +184,10 @@ def sample(
     max_divergences_in_a_row : int
         A chain whose proposals have non-finite energy or gradient this many steps in a row
         stops the run with a ``DivergenceError`` naming the chain and the steps.
+    transform : callable with an ``every`` attribute, optional
+        Applied to the images after every ``transform.every``-th step (e.g.
+        ``energies.BlurEvery``), followed by one more energy+gradient evaluation. This is not a
+        Langevin move: it breaks the chain's invariance, and the run card says so.
 
     Returns
     -------
@@ -243,6 +250,12 @@ def sample(
         "dtype": str(x0.dtype).removeprefix("torch."),
         "device": str(device),
     }
+    every = 0
+    if transform is not None:
+        every = getattr(transform, "every", None)
+        if not callable(transform) or not isinstance(every, int) or every < 1:
+            raise TypeError("transform must be callable with an integer attribute every >= 1")
+        config["transform"] = f"{transform!r} (not a Langevin move: breaks invariance)"
     recorder = as_recorder(record_to)
     recorder.start(
         chains=chains,
@@ -298,6 +311,12 @@ def sample(
                 preconditioner=precond,
             )
             grad_evals += 1
+            if every and (t + 1) % every == 0:
+                moved = transform(box.to_constrained(state.position) if box else state.position)
+                state = kernel.init(
+                    energy_fn, box.to_unconstrained(moved) if box else moved, precond
+                )
+                grad_evals += 1
             sched_state = sched.update(sched_state, t, info.acceptance_prob)
             recorder.save_step(
                 t,
@@ -309,6 +328,7 @@ def sample(
                     "energy": image_energy(state).to(torch.float64),
                     "grad_norm": state.grad.reshape(chains, -1).norm(dim=1).to(torch.float64),
                     "diverging": info.diverging,
+                    **{f"term_{k}": v.to(torch.float64) for k, v in state.terms.items()},
                 },
             )
             acc_sum += info.acceptance_prob.mean()

@@ -27,6 +27,7 @@ __all__ = [
     "LangevinInfo",
     "LangevinState",
     "energy_and_grad",
+    "energy_grad_terms",
     "evaluate",
     "init",
     "mh_log_ratio",
@@ -44,6 +45,7 @@ class LangevinState(NamedTuple):
     grad: Tensor  # (chains, ...)
     drift: Tensor  # (chains, ...) M grad, in the position's dtype
     grad_drift: Tensor  # (chains,) float64 grad^T M grad
+    terms: dict[str, Tensor] | None = None  # named energy terms, (chains,) each, if reported
 
 
 class LangevinInfo(NamedTuple):
@@ -60,9 +62,20 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns the detached energy, shape ``(chains,)``, and the gradient, shaped like ``x``.
     """
+    energy, grad, _ = energy_grad_terms(energy_fn, x)
+    return energy, grad
+
+
+def energy_grad_terms(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """``energy_and_grad`` plus the named terms of an energy that reports them through an
+    ``evaluate(x) -> (total, terms)`` method (``langevin_images.energies.Energy`` does)."""
+    evaluate = getattr(energy_fn, "evaluate", None)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        energy = energy_fn(x)
+        if callable(evaluate):
+            energy, terms = evaluate(x)
+        else:
+            energy, terms = energy_fn(x), {}
         if not isinstance(energy, Tensor) or energy.shape != x.shape[:1]:
             got = tuple(energy.shape) if isinstance(energy, Tensor) else type(energy).__name__
             raise ValueError(
@@ -74,7 +87,7 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
             grad = None
     if grad is None:  # an energy that does not depend on x is flat
         grad = torch.zeros_like(x)
-    return energy.detach(), grad
+    return energy.detach(), grad, {k: v.detach() for k, v in terms.items()}
 
 
 def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
@@ -88,9 +101,9 @@ def evaluate(
     energy_fn: EnergyFn, position: Tensor, preconditioner: Preconditioner
 ) -> LangevinState:
     """The state at ``position``: one energy+gradient evaluation and one application of M."""
-    energy, grad = energy_and_grad(energy_fn, position)
+    energy, grad, terms = energy_grad_terms(energy_fn, position)
     drift = preconditioner.apply(grad)
-    return LangevinState(position.detach(), energy, grad, drift, _flat_dot(grad, drift))
+    return LangevinState(position.detach(), energy, grad, drift, _flat_dot(grad, drift), terms)
 
 
 def init(
@@ -195,5 +208,6 @@ def step(
         torch.where(keep, prop.grad, state.grad),
         torch.where(keep, prop.drift, state.drift),
         torch.where(accepted, prop.grad_drift, state.grad_drift),
+        {k: torch.where(accepted, v, state.terms[k]) for k, v in prop.terms.items()},
     )
     return new_state, LangevinInfo(acceptance_prob, accepted, ~finite, prop.energy)

@@ -1,0 +1,53 @@
+"""Energies: an Energy base that adds and scales, image priors, classifier likelihoods,
+activation and style energies, stochastic transforms, and feature hooks."""
+
+from .activation import ActivationEnergy, activation_objective
+from .base import Energy, Scaled, Sum, check_images
+from .features import FeatureHooks, capture, resolve_layers
+from .likelihood import ClassLikelihood, class_index, class_nll
+from .priors import (
+    BlurEvery,
+    BlurPenalty,
+    FittedGaussianPrior,
+    GaussianPrior,
+    StationaryGaussianPrior,
+    TotalVariation,
+    blur_penalty,
+    gaussian_blur,
+    gaussian_energy,
+    total_variation,
+)
+from .style import AdaINStatsEnergy, ContentEnergy, StyleEnergy, channel_stats, gram
+from .transforms import RandomAffine, Transformed
+
+__all__ = [
+    "ActivationEnergy",
+    "AdaINStatsEnergy",
+    "BlurEvery",
+    "BlurPenalty",
+    "ClassLikelihood",
+    "ContentEnergy",
+    "Energy",
+    "FeatureHooks",
+    "FittedGaussianPrior",
+    "GaussianPrior",
+    "RandomAffine",
+    "Scaled",
+    "StationaryGaussianPrior",
+    "StyleEnergy",
+    "Sum",
+    "TotalVariation",
+    "Transformed",
+    "activation_objective",
+    "blur_penalty",
+    "capture",
+    "channel_stats",
+    "check_images",
+    "class_index",
+    "class_nll",
+    "gaussian_blur",
+    "gaussian_energy",
+    "gram",
+    "resolve_layers",
+    "total_variation",
+]

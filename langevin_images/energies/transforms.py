@@ -1,0 +1,87 @@
+"""Stochastic transforms inside an energy (jitter, scale, rotate), as Lucid uses them.
+
+``Transformed(energy, RandomAffine(...))`` evaluates ``energy(T(x))`` with a fresh random
+transform ``T`` per chain at every call. Its gradient is a *stochastic* gradient of the
+transform-averaged energy: the chain then targets the transform-averaged density only
+approximately, and MALA's accept step compares two different random energies. Use it for
+visualization (zero noise or ULA), not where exactness matters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .base import Energy
+
+__all__ = ["RandomAffine", "Transformed"]
+
+
+class RandomAffine:
+    """Per-chain random shift (``jitter`` pixels), scale and rotation, reflection-padded.
+
+    Parameters
+    ----------
+    jitter : int
+        Largest shift in pixels, each direction.
+    scale : (float, float)
+        Range of the zoom factor.
+    degrees : float
+        Largest rotation, each way.
+    seed : int
+        Seed of the transform's own generator (one per device).
+    """
+
+    def __init__(
+        self,
+        jitter: int = 8,
+        scale: tuple[float, float] = (1.0, 1.0),
+        degrees: float = 0.0,
+        *,
+        seed: int = 0,
+    ):
+        if jitter < 0 or degrees < 0 or not 0 < scale[0] <= scale[1]:
+            raise ValueError("RandomAffine: jitter >= 0, degrees >= 0, 0 < scale[0] <= scale[1]")
+        self.jitter, self.scale, self.degrees, self.seed = jitter, scale, degrees, seed
+        self._gens: dict = {}
+
+    def _generator(self, device) -> torch.Generator:
+        key = str(device)
+        if key not in self._gens:
+            self._gens[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._gens[key]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        g = self._generator(x.device)
+        u = torch.rand((n, 4), generator=g, device=x.device, dtype=x.dtype)
+        angle = (2 * u[:, 0] - 1) * math.radians(self.degrees)
+        s = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 1]
+        tx = (2 * u[:, 2] - 1) * self.jitter * 2 / w
+        ty = (2 * u[:, 3] - 1) * self.jitter * 2 / h
+        cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
+        )
+
+    def __repr__(self) -> str:
+        return f"RandomAffine(jitter={self.jitter}, scale={self.scale}, degrees={self.degrees})"
+
+
+class Transformed(Energy):
+    """``energy(T(x))`` with a fresh random transform per call (a stochastic energy)."""
+
+    def __init__(self, energy: Energy, transform: RandomAffine):
+        self.inner, self.transform = energy, transform
+        self.name = energy.name
+
+    def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.inner.evaluate(self.transform(x))
+
+    def __repr__(self) -> str:
+        return f"Transformed({self.inner!r}, {self.transform!r})"

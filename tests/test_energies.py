@@ -1,0 +1,237 @@
+"""Energies: algebra, priors against their plain-function twins, gradients, likelihoods,
+activation and style energies, hooks, transforms, and terms recorded by the sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import langevin_images as li
+from langevin_images.energies import (
+    ActivationEnergy,
+    AdaINStatsEnergy,
+    BlurEvery,
+    BlurPenalty,
+    ClassLikelihood,
+    ContentEnergy,
+    FeatureHooks,
+    FittedGaussianPrior,
+    GaussianPrior,
+    RandomAffine,
+    StationaryGaussianPrior,
+    StyleEnergy,
+    TotalVariation,
+    Transformed,
+    blur_penalty,
+    capture,
+    class_nll,
+    gaussian_energy,
+    total_variation,
+)
+from langevin_images.energies.features import _has_hooks
+from langevin_images.samplers import Fourier
+
+
+def tiny_cnn(channels: int = 3, classes: int = 5, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(channels, 6, 3, padding=1), nn.Tanh(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.Tanh(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, classes),
+    )  # fmt: skip
+    net.class_names = [f"class{i}" for i in range(classes)]
+    net.input_channels = channels
+    return net.double().eval().requires_grad_(False)
+
+
+def images(n=3, c=3, h=8, w=8, seed=0, dtype=torch.float64):
+    return torch.rand((n, c, h, w), generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def test_energy_algebra_and_terms():
+    x = images()
+    g, tv = GaussianPrior(0.5), TotalVariation()
+    e = 2.0 * g + 0.1 * tv
+    total, terms = e.evaluate(x)
+    torch.testing.assert_close(total, 2 * g(x) + 0.1 * tv(x))
+    assert set(terms) == {"prior_gaussian", "prior_tv"}
+    torch.testing.assert_close(terms["prior_tv"], 0.1 * tv(x))
+    torch.testing.assert_close(sum(terms.values()), total)
+    twice = g + g
+    assert set(twice.terms(x)) == {"prior_gaussian", "prior_gaussian_2"}
+    torch.testing.assert_close((g - 0.5 * g)(x), 0.5 * g(x))
+    assert "0.1 * TotalVariation" in repr(e)
+    assert (3 * (2 * g)).weight == 6.0
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_priors_agree_with_their_twins(isotropic):
+    x = images(seed=1)
+    torch.testing.assert_close(GaussianPrior(0.3, mean=0.4)(x), gaussian_energy(x, 0.3, 0.4))
+    torch.testing.assert_close(
+        TotalVariation(0.01, isotropic=isotropic)(x), total_variation(x, 0.01, isotropic)
+    )
+    torch.testing.assert_close(BlurPenalty(1.2)(x), blur_penalty(x, 1.2))
+
+
+@pytest.mark.parametrize(
+    "prior",
+    [
+        GaussianPrior(0.5),
+        TotalVariation(0.05),
+        TotalVariation(0.05, isotropic=False),
+        BlurPenalty(0.8),
+        StationaryGaussianPrior((2, 5, 5)),
+    ],
+    ids=repr,
+)
+def test_prior_gradients(prior):
+    x = images(2, 2, 5, 5, seed=2).requires_grad_(True)
+    assert torch.autograd.gradcheck(prior, (x,))
+
+
+def test_fitted_gaussian_dense_and_low_rank():
+    data = images(200, 1, 4, 4, seed=3)
+    dense = FittedGaussianPrior.fit(data, shrinkage=1e-2)
+    low = FittedGaussianPrior.fit(data, shrinkage=1e-2, rank=16, max_dense=8)
+    x = images(4, 1, 4, 4, seed=4)
+    flat = data.reshape(200, -1)
+    mu = flat.mean(0)
+    cov = torch.cov(flat.T) + 1e-2 * torch.eye(16, dtype=torch.float64)
+    d = x.reshape(4, -1) - mu
+    want = 0.5 * ((d @ torch.linalg.inv(cov)) * d).sum(1)
+    torch.testing.assert_close(dense(x), want, rtol=1e-5, atol=1e-5)
+    # full rank kept in the low-rank form: the same Gaussian
+    torch.testing.assert_close(low(x), want, rtol=1e-4, atol=1e-4)
+    assert dense.preconditioner.dim == 16
+    with pytest.raises(ValueError, match="built for images of shape"):
+        dense(images(2, 1, 5, 5))
+
+
+def test_stationary_prior_pairs_with_fourier():
+    p = StationaryGaussianPrior((1, 8, 8), alpha=2.0, sigma=0.2)
+    assert isinstance(p.preconditioner, Fourier) and p.preconditioner.decay == 1.0
+    assert float(p(torch.full((1, 1, 8, 8), 0.5))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_class_likelihood_matches_the_softmax_twin():
+    net = tiny_cnn()
+    x = images(4)
+    lik = ClassLikelihood(net, "class2", temperature=2.0)
+    torch.testing.assert_close(lik(x), class_nll(net(x), torch.full((4,), 2), 2.0))
+    per_chain = ClassLikelihood(net, [0, 1, 2, 3])
+    logp = torch.log_softmax(net(x), 1)
+    torch.testing.assert_close(per_chain(x), -logp[torch.arange(4), torch.arange(4)])
+
+
+def test_class_likelihood_bad_input():
+    net = tiny_cnn()
+    with pytest.raises(ValueError, match=r"unknown class name 'clas2'; closest: class2"):
+        ClassLikelihood(net, "clas2")
+    with pytest.raises(ValueError, match="class index 7 out of range: the model has 5 classes"):
+        ClassLikelihood(net, 7)
+    with pytest.raises(ValueError, match=r"expected 3 channel\(s\), got 1"):
+        ClassLikelihood(net, 0)(images(2, 1))
+    with pytest.raises(ValueError, match=r"shape \(N, C, H, W\)"):
+        ClassLikelihood(net, 0)(torch.rand(2, 3, 8))
+    with pytest.raises(ValueError, match="3 targets for 2 chains"):
+        ClassLikelihood(net, [0, 1, 2])(images(2))
+
+
+def test_hooks_are_removed_after_a_run_and_after_an_error():
+    net = tiny_cnn()
+    x = images(2)
+    feats = capture(net, ["1", "3"], x)
+    assert feats["1"].shape == (2, 6, 8, 8) and feats["3"].shape == (2, 8, 4, 4)
+    assert not _has_hooks(net)
+    with pytest.raises(RuntimeError, match="boom"), FeatureHooks(net, ["1"]) as hooks:
+        hooks.run(x)
+        assert _has_hooks(net)
+        raise RuntimeError("boom")
+    assert not _has_hooks(net)
+    with pytest.raises(ValueError, match=r"unknown layer '9'"):
+        capture(net, ["9"], x)
+
+
+def test_stop_early_skips_later_layers():
+    net = tiny_cnn()
+    calls = []
+    handle = net[6].register_forward_hook(lambda *a: calls.append(1))
+    capture(net, ["1"], images(2))
+    assert calls == []
+    capture(net, ["1"], images(2), stop_early=False)
+    assert calls == [1]
+    handle.remove()
+
+
+def test_activation_objectives():
+    net = tiny_cnn()
+    x = images(3)
+    act = capture(net, ["3"], x)["3"]
+    per_chain = ActivationEnergy(net, "3", channel=torch.tensor([0, 5, 7]))
+    torch.testing.assert_close(per_chain(x), -act[[0, 1, 2], [0, 5, 7]].mean((1, 2)))
+    neuron = ActivationEnergy(net, "3", channel=2, neuron=(1, 3))
+    torch.testing.assert_close(neuron(x), -act[:, 2, 1, 3])
+    layer = ActivationEnergy(net, "3")
+    torch.testing.assert_close(layer(x), -act.square().mean((1, 2, 3)))
+    d = torch.zeros(8, dtype=torch.float64)
+    d[4] = 2.0
+    torch.testing.assert_close(ActivationEnergy(net, "3", direction=d)(x), -act[:, 4].mean((1, 2)))
+    with pytest.raises(ValueError, match="out of range: layer '3' has 8 channels"):
+        ActivationEnergy(net, "3", channel=8)(x)
+
+
+def test_activation_maximization_raises_the_activation():
+    net = tiny_cnn()
+    energy = ActivationEnergy(net, "3", channel=1) + 0.01 * TotalVariation()
+    run = li.sample(energy, images(2), steps=50, method="descent", step_size=0.05, progress=False)
+    e = run.stats["energy"]
+    assert torch.all(e[:, -1] < e[:, 0])
+    assert set(k for k in run.stats if k.startswith("term_")) == {
+        "term_activation",
+        "term_prior_tv",
+    }
+    torch.testing.assert_close(run.stats["term_activation"] + run.stats["term_prior_tv"], e)
+    assert not _has_hooks(net)
+    dt = run.to_datatree()
+    assert {"activation", "prior_tv", "energy"} <= set(dt["posterior"].data_vars)
+
+
+def test_transformed_energy_is_seeded_and_shape_preserving():
+    net = tiny_cnn()
+    x = images(4)
+    t1 = Transformed(ClassLikelihood(net, 1), RandomAffine(2, (0.9, 1.1), 10.0, seed=3))
+    t2 = Transformed(ClassLikelihood(net, 1), RandomAffine(2, (0.9, 1.1), 10.0, seed=3))
+    a, b = t1(x), t2(x)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(t1(x), a)  # a fresh transform at every call
+    assert RandomAffine(0)(x).shape == x.shape
+    torch.testing.assert_close(RandomAffine(0)(x), x, atol=1e-6, rtol=0)
+
+
+def test_style_energies_vanish_at_their_targets():
+    net = tiny_cnn()
+    content, style = images(1, seed=5), images(1, seed=6)
+    c = ContentEnergy(net, ["1", "3"], content)
+    s = StyleEnergy(net, ["1", "3"], style, weights=[1.0, 0.5])
+    a = AdaINStatsEnergy(net, ["3"], style)
+    assert float(c(content)) == pytest.approx(0.0, abs=1e-12)
+    assert float(s(style)) == pytest.approx(0.0, abs=1e-12)
+    assert float(a(style)) == pytest.approx(0.0, abs=1e-12)
+    assert float(c(style)) > 0 and float(s(content)) > 0 and float(a(content)) > 0
+
+
+def test_blur_every_is_applied_and_counted():
+    run = li.sample(
+        GaussianPrior(1.0),
+        images(2),
+        steps=12,
+        method="ula",
+        transform=BlurEvery(4, 1.0),
+        progress=False,
+    )
+    assert run.grad_evals == 1 + 12 + 3
+    assert "not a Langevin move" in run.config["transform"]
+    with pytest.raises(TypeError, match="every"):
+        li.sample(GaussianPrior(1.0), images(2), steps=2, transform=lambda x: x, progress=False)
