@@ -43,24 +43,19 @@ def _demo(args: argparse.Namespace) -> None:
     from torchvision.utils import save_image
 
     from . import sample
-    from .samplers import Fourier
+    from .energies import StationaryGaussianPrior
 
     out = _out_dir(args.out)
     if args.chains < 2 or args.steps < 40 or args.warmup < 0:
         raise BadInput("--chains must be >= 2, --steps >= 40 and --warmup >= 0")
-    size, decay = 28, 1.0
-    prior = Fourier((size, size), decay=decay)  # the prior's covariance up to scale
-
-    def energy(x: torch.Tensor) -> torch.Tensor:
-        # E = |x - 0.5|^2_{C^-1} / 2 with C = sigma^2 M, the 1/f^(2 decay) covariance
-        return prior.inv_quad(x - 0.5).to(x.dtype) / (2 * 0.15**2)
-
+    size = 28
+    prior = StationaryGaussianPrior((1, size, size), alpha=2.0, sigma=0.15, mean=0.5)
     x0 = torch.full((args.chains, 1, size, size), 0.5)
     t0 = time.perf_counter()
     runs = {}
-    for name, precond in (("fourier", Fourier((size, size), decay=decay)), ("plain", None)):
+    for name, precond in (("fourier", prior.preconditioner), ("plain", None)):
         runs[name] = sample(
-            energy,
+            prior,
             x0,
             steps=args.steps,
             warmup=args.warmup,

@@ -3,7 +3,7 @@
 Both recorders share one interface (after emcee's backends)::
 
     rec.start(chains=..., warmup=..., steps=..., thin=..., position_shape=..., dtype=...,
-              stat_names=..., attrs=...)
+              attrs=...)
     rec.save_step(t, position, stats)     # every global step t = 0 .. warmup + steps - 1
     rec.close()
     rec.get_chain(discard=0, thin=1)      # (chain, draw, ...) draws after warmup, thinned
@@ -46,12 +46,10 @@ class Recorder:
         thin: int,
         position_shape: tuple[int, ...],
         dtype: torch.dtype,
-        stat_names: list[str],
         attrs: dict[str, Any] | None = None,
     ) -> None:
         self.chains, self.warmup, self.steps, self.thin = chains, warmup, steps, thin
         self.position_shape, self.dtype = tuple(position_shape), dtype
-        self.stat_names = list(stat_names)
         self.draws = steps // thin
         self.total = warmup + steps
         self.attrs = dict(attrs or {})

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Energy, check_images, per_chain_mean
-from .features import FeatureHooks, resolve_layers
+from .features import capture, resolve_layers
 
 __all__ = ["ActivationEnergy", "activation_objective"]
 
@@ -88,8 +88,7 @@ class ActivationEnergy(Energy):
 
     def activation(self, x: Tensor) -> Tensor:
         check_images(x, channels=self.channels, who="ActivationEnergy")
-        with FeatureHooks(self.model, [self.layer], stop_early=True) as hooks:
-            return hooks.run(x)[self.layer]
+        return capture(self.model, [self.layer], x)[self.layer]
 
     def energy(self, x: Tensor) -> Tensor:
         act = self.activation(x)

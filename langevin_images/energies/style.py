@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Energy, check_images
-from .features import FeatureHooks, resolve_layers
+from .features import capture, resolve_layers
 
 __all__ = ["AdaINStatsEnergy", "ContentEnergy", "StyleEnergy", "channel_stats", "gram"]
 
@@ -42,8 +42,7 @@ class _FeatureEnergy(Energy):
         self.targets = {k: self.target_of(v).detach() for k, v in feats.items()}
 
     def _features(self, x: Tensor) -> dict[str, Tensor]:
-        with FeatureHooks(self.model, self.layers, stop_early=True) as hooks:
-            return hooks.run(x)
+        return capture(self.model, self.layers, x)
 
     def energy(self, x: Tensor) -> Tensor:
         check_images(x, channels=getattr(self.model, "input_channels", None), who=self.name)

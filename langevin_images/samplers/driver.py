@@ -21,7 +21,6 @@ from .preconditioners import as_preconditioner
 __all__ = ["METHODS", "DivergenceError", "Run", "sample"]
 
 METHODS = ("mala", "ula", "descent")
-STAT_NAMES = ["acceptance_prob", "is_accepted", "step_size", "energy", "grad_norm", "diverging"]
 
 
 class DivergenceError(RuntimeError):
@@ -228,6 +227,9 @@ def sample(
     energy_fn = box.wrap(energy, temperature) if box else energy
     position = box.to_unconstrained(x0.detach()) if box else x0.detach()
 
+    def to_image(z: Tensor) -> Tensor:
+        return box.to_constrained(z) if box else z
+
     def image_energy(state: kernel.LangevinState) -> Tensor:
         if box is None or temperature == 0:
             return state.energy
@@ -264,7 +266,6 @@ def sample(
         thin=thin,
         position_shape=tuple(x0.shape[1:]),
         dtype=x0.dtype,
-        stat_names=STAT_NAMES,
         attrs={"method": method, "temperature": float(temperature)},
     )
 
@@ -312,7 +313,7 @@ def sample(
             )
             grad_evals += 1
             if every and (t + 1) % every == 0:
-                moved = transform(box.to_constrained(state.position) if box else state.position)
+                moved = transform(to_image(state.position))
                 state = kernel.init(
                     energy_fn, box.to_unconstrained(moved) if box else moved, precond
                 )
@@ -320,7 +321,7 @@ def sample(
             sched_state = sched.update(sched_state, t, info.acceptance_prob)
             recorder.save_step(
                 t,
-                box.to_constrained(state.position) if box else state.position,
+                to_image(state.position),
                 {
                     "acceptance_prob": info.acceptance_prob,
                     "is_accepted": info.is_accepted,
