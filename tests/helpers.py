@@ -6,6 +6,7 @@ import arviz_stats as azs
 import numpy as np
 import torch
 from scipy import stats
+from torch import nn
 
 
 def z_crit(alpha: float, k: int) -> float:
@@ -88,3 +89,17 @@ def stationary_image_gaussian(h: int, w: int, *, decay: float = 1.0) -> Gaussian
     basis = torch.eye(n, dtype=torch.float64).reshape(n, h, w)
     cov = torch.fft.ifft2(torch.fft.fft2(basis) * spec).real.reshape(n, n)
     return Gaussian(torch.zeros(n, dtype=torch.float64), 0.5 * (cov + cov.T), (1, h, w))
+
+
+def tiny_cnn(channels: int = 3, classes: int = 5, seed: int = 0) -> nn.Module:
+    """A small random CNN classifier in float64, frozen, with class names (global RNG kept)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Conv2d(channels, 6, 3, padding=1), nn.Tanh(),
+            nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.Tanh(),
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, classes),
+        )  # fmt: skip
+    net.class_names = [f"class{i}" for i in range(classes)]
+    net.input_channels = channels
+    return net.double().eval().requires_grad_(False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from helpers import tiny_cnn
 
 import langevin_images as li
 from langevin_images.energies import (
@@ -31,18 +31,6 @@ from langevin_images.energies import (
 )
 from langevin_images.energies.features import _has_hooks
 from langevin_images.samplers import Fourier
-
-
-def tiny_cnn(channels: int = 3, classes: int = 5, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(
-        nn.Conv2d(channels, 6, 3, padding=1), nn.Tanh(),
-        nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.Tanh(),
-        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, classes),
-    )  # fmt: skip
-    net.class_names = [f"class{i}" for i in range(classes)]
-    net.input_channels = channels
-    return net.double().eval().requires_grad_(False)
 
 
 def images(n=3, c=3, h=8, w=8, seed=0, dtype=torch.float64):

@@ -1,5 +1,46 @@
-"""Diagnostics of recorded runs: ArviZ export (convergence statistics and plots build on it)."""
+"""Diagnostics of recorded runs: ArviZ export, convergence summaries and the ``diagnose``
+verdict, diversity and realism metrics. Plots are in ``langevin_images.diagnostics.plots``
+(imported on demand: it loads matplotlib)."""
 
-from .export import to_datatree
+from .convergence import (
+    Diagnosis,
+    diagnose,
+    nested_rhat,
+    pixel_maps,
+    scalar_names,
+    summary,
+    worst_pixels,
+)
+from .export import random_directions, to_datatree
+from .metrics import (
+    class_entropy,
+    diversity,
+    frechet_distance,
+    judge_probability,
+    mean_pairwise_distance,
+    penultimate,
+    pixel_std_map,
+    realism,
+    vendi_score,
+)
 
-__all__ = ["to_datatree"]
+__all__ = [
+    "Diagnosis",
+    "class_entropy",
+    "diagnose",
+    "diversity",
+    "frechet_distance",
+    "judge_probability",
+    "mean_pairwise_distance",
+    "nested_rhat",
+    "penultimate",
+    "pixel_maps",
+    "pixel_std_map",
+    "random_directions",
+    "realism",
+    "scalar_names",
+    "summary",
+    "to_datatree",
+    "vendi_score",
+    "worst_pixels",
+]

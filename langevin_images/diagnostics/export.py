@@ -13,16 +13,28 @@ Groups (dims ``chain, draw`` first):
 ``warmup_sample_stats``
     the same for every warmup step, when there was a warmup.
 
-A run streamed to disk is opened lazily: its draws are read only when used.
+Scalar summaries make convergence measurable on images, where R-hat of single pixels says
+little: besides ``energy`` and its terms, the target class log-probability
+(``log_prob_target``, when the energy has a class likelihood), ``pixel_projection
+(chain, draw, projection)``, the pixels projected on fixed random unit directions, and, given
+a feature map, ``feature_projection``, the features projected the same way. The directions
+are drawn from ``projection_seed`` (kept in the attrs), so two runs of the same shape are
+summarized alike.
+
+A run streamed to disk is opened lazily: its draws are read only when used (the projections
+read them block by block).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
+import torch
 import xarray as xr
 
+from ..energies.base import SUMMARY_PREFIX
 from ..recording import NetCDFRecorder
 
 __all__ = ["to_datatree"]
@@ -58,8 +70,61 @@ def _stats_block(
     return {k: (["chain", "draw"], v) for k, v in out.items()}, last
 
 
-def to_datatree(run) -> xr.DataTree:
-    """Convert a ``Run`` to an ``xarray.DataTree`` with ArviZ's group and dim names."""
+def random_directions(n: int, dim: int, seed: int) -> np.ndarray:
+    """``n`` random unit vectors in ``R^dim`` (rows), a fixed function of ``seed``."""
+    g = torch.Generator().manual_seed(int(seed))
+    d = torch.randn((n, dim), generator=g, dtype=torch.float64)
+    return (d / d.norm(dim=1, keepdim=True)).numpy()
+
+
+def _project_blocks(
+    pos: xr.Variable, directions: np.ndarray, fn: Callable | None, block: int
+) -> np.ndarray:
+    """``fn(images) @ directions.T`` for every (chain, draw), ``block`` draws at a time."""
+    chains, draws = pos.shape[:2]
+    out = np.empty((chains, draws, directions.shape[0]))
+    for start in range(0, draws, block):
+        x = np.ascontiguousarray(pos[:, start : start + block].values)
+        flat = torch.from_numpy(x.reshape(-1, *x.shape[2:]))
+        if fn is not None:
+            with torch.no_grad():
+                flat = fn(flat)
+        flat = flat.reshape(flat.shape[0], -1).to(torch.float64).numpy()
+        out[:, start : start + x.shape[1]] = (flat @ directions.T).reshape(
+            chains, -1, len(directions)
+        )
+    return out
+
+
+def to_datatree(
+    run,
+    *,
+    projections: int = 8,
+    projection_seed: int = 0,
+    features: Callable | None = None,
+    chain_groups=None,
+    block_draws: int = 64,
+) -> xr.DataTree:
+    """Convert a ``Run`` to an ``xarray.DataTree`` with ArviZ's group and dim names.
+
+    Parameters
+    ----------
+    run : Run
+        A finished (or interrupted) run of ``langevin_images.sample``.
+    projections : int
+        How many random projections of the pixels (and of ``features``) to add; 0 for none.
+    projection_seed : int
+        Seed of the projection directions, recorded in the attrs.
+    features : callable, optional
+        ``images (N, C, H, W) -> (N, F)`` tensor, e.g. a classifier's penultimate layer
+        (``diagnostics.metrics.penultimate``); adds ``feature_projection``.
+    chain_groups : array-like, optional
+        One label per chain (the target class, say): chains with different labels target
+        different densities, and the diagnostics compare chains only within a label. Kept as
+        the ``chain_group`` coordinate.
+    block_draws : int
+        Draws read at a time when projecting.
+    """
     rec = run.recorder
     stats = {k: v.numpy() for k, v in rec.get_stats().items()}
     temperature = float(run.config.get("temperature", 1.0))
@@ -76,6 +141,13 @@ def to_datatree(run) -> xr.DataTree:
 
     sample_stats, energy = _stats_block(stats, warmup, warmup + n_draws * thin, thin, temperature)
     coords = {"chain": np.arange(rec.chains), "draw": np.arange(n_draws)}
+    if projections > 0 and n_draws > 0:
+        coords["projection"] = np.arange(projections)
+    if chain_groups is not None:
+        labels = np.asarray(chain_groups)
+        if labels.shape != (rec.chains,):
+            raise ValueError(f"chain_groups needs one label per chain ({rec.chains})")
+        coords["chain_group"] = ("chain", labels)
     attrs = {
         "inference_library": "langevin_images",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -84,16 +156,34 @@ def to_datatree(run) -> xr.DataTree:
         "warmup": warmup,
         "thin": thin,
         "grad_evals": run.grad_evals,
+        "schedule": str(run.config.get("schedule", "")),
+        "target_accept": float(run.config.get("target_accept", 0.574)),
+        "preconditioner": str(run.config.get("preconditioner", "")),
     }
     posterior = {name: pos, "energy": (["chain", "draw"], energy)}
-    for key, values in stats.items():  # named energy terms, at each draw
+    for key, values in stats.items():  # named energy terms and summaries, at each draw
         if key.startswith("term_"):
-            term = key.removeprefix("term_")
+            term = key.removeprefix("term_").removeprefix(SUMMARY_PREFIX)
             kept = values[:, warmup + thin - 1 : warmup + n_draws * thin : thin]
             posterior[term if term not in posterior else key] = (["chain", "draw"], kept)
+    if projections > 0 and n_draws > 0:
+        attrs["projection_seed"] = int(projection_seed)
+        dim = int(np.prod(rec.position_shape))
+        directions = random_directions(projections, dim, projection_seed)
+        proj = _project_blocks(pos, directions, None, block_draws)
+        posterior["pixel_projection"] = (["chain", "draw", "projection"], proj)
+        if features is not None:
+            probe = pos[:1, :1].values.reshape(1, *rec.position_shape)
+            with torch.no_grad():
+                n_feat = features(torch.from_numpy(np.ascontiguousarray(probe))).reshape(1, -1)
+            fdir = random_directions(projections, n_feat.shape[1], projection_seed + 1)
+            fproj = _project_blocks(pos, fdir, features, block_draws)
+            posterior["feature_projection"] = (["chain", "draw", "projection"], fproj)
     groups = {
         "posterior": xr.Dataset(posterior, coords=coords, attrs=attrs),
-        "sample_stats": xr.Dataset(sample_stats, coords=coords, attrs=attrs),
+        "sample_stats": xr.Dataset(
+            sample_stats, coords={k: coords[k] for k in ("chain", "draw")}, attrs=attrs
+        ),
     }
     done_warmup = min(warmup, rec.completed)
     if done_warmup:

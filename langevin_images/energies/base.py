@@ -25,8 +25,16 @@ def check_images(x: Tensor, *, channels: int | None = None, who: str = "energy")
         )
 
 
+SUMMARY_PREFIX = "summary_"
+
+
 class Energy:
-    """Base class. Subclasses implement ``energy(x) -> (chains,)`` and set ``name``."""
+    """Base class. Subclasses implement ``energy(x) -> (chains,)`` and set ``name``.
+
+    ``evaluate`` returns the total and its named terms. A term whose name starts with
+    ``"summary_"`` is a recorded summary (such as the target class log-probability), not a
+    part of the total: weights leave it unscaled.
+    """
 
     name = "energy"
 
@@ -81,7 +89,9 @@ class Scaled(Energy):
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, terms = self.inner.evaluate(x)
-        return self.weight * total, {k: self.weight * v for k, v in terms.items()}
+        return self.weight * total, {
+            k: v if k.startswith(SUMMARY_PREFIX) else self.weight * v for k, v in terms.items()
+        }
 
     def __repr__(self) -> str:
         return f"{self.weight:g} * {self.inner!r}"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Energy, check_images
+from .base import SUMMARY_PREFIX, Energy, check_images
 
 __all__ = ["ClassLikelihood", "class_index", "class_nll"]
 
@@ -94,7 +94,18 @@ class ClassLikelihood(Energy):
             raise ValueError(f"ClassLikelihood has {len(self.target)} targets for {n} chains")
         return self.target.to(device).expand(n)
 
+    def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The energy, and the summary ``log_prob_target``: ``log p(y = c | x)`` at the
+        classifier's own temperature 1, whatever ``temperature`` and weight the energy has."""
+        logits, targets = self._logits_checked(x)
+        value = class_nll(logits, targets, self.temperature)
+        log_prob = -(value if self.temperature == 1.0 else class_nll(logits, targets))
+        return value, {self.name: value, SUMMARY_PREFIX + "log_prob_target": log_prob.detach()}
+
     def energy(self, x: Tensor) -> Tensor:
+        return class_nll(*self._logits_checked(x), self.temperature)
+
+    def _logits_checked(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logits = self.logits(x)
         if logits.ndim != 2 or (self.n_classes is not None and logits.shape[1] != self.n_classes):
             raise ValueError(
@@ -106,7 +117,7 @@ class ClassLikelihood(Energy):
                 f"class index {int(self.target.max())} out of range: the model "
                 f"has {logits.shape[1]} classes"
             )
-        return class_nll(logits, self._targets(x.shape[0], x.device), self.temperature)
+        return logits, self._targets(x.shape[0], x.device)
 
     def __repr__(self) -> str:
         t = self.target.tolist()

@@ -89,11 +89,12 @@ class Run:
         z = self.final_state.position
         return self.box.to_constrained(z) if self.box is not None else z
 
-    def to_datatree(self):
-        """The run as an ArviZ 1.x ``xarray.DataTree`` (see ``diagnostics.to_datatree``)."""
+    def to_datatree(self, **kwargs):
+        """The run as an ArviZ 1.x ``xarray.DataTree``; keywords as in
+        ``langevin_images.diagnostics.to_datatree`` (projections, features)."""
         from ..diagnostics.export import to_datatree
 
-        return to_datatree(self)
+        return to_datatree(self, **kwargs)
 
     def __repr__(self) -> str:
         c = self.config

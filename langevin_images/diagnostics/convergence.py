@@ -1,0 +1,334 @@
+"""Convergence diagnostics of a recorded run (an ArviZ 1.x ``DataTree``), with ``arviz_stats``.
+
+R-hat is the rank-normalized, folded split R-hat and ESS the bulk and tail effective sample
+sizes of Vehtari et al. (2021); their recommended thresholds, R-hat < 1.01 and a bulk ESS of
+at least 400 (100 per chain for four chains), are the defaults. Single pixels say little about
+whether an image chain has mixed, so the verdict rests on the scalar summaries the export adds
+(energy and its terms, the target class log-probability, random projections of pixels and
+features); per-pixel maps show where in the image mixing is slowest.
+
+Chains that target different densities (one class per chain, say) are compared only within
+their group: the export's ``chain_groups`` coordinate, or the ``groups`` argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import arviz_stats as azs
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = [
+    "Diagnosis",
+    "diagnose",
+    "nested_rhat",
+    "pixel_maps",
+    "scalar_names",
+    "summary",
+    "worst_pixels",
+]
+
+SAMPLE_DIMS = ("chain", "draw")
+IMAGE_VARS = ("image", "x")
+
+
+def scalar_names(dt: xr.DataTree) -> list[str]:
+    """Posterior variables that are not the images: ``(chain, draw)`` or with a small extra
+    dim such as ``projection``."""
+    post = dt["posterior"]
+    return [n for n in post.data_vars if n not in IMAGE_VARS]
+
+
+def _groups(dt: xr.DataTree, groups) -> np.ndarray:
+    chains = dt["posterior"].sizes["chain"]
+    if groups is None:
+        post = dt["posterior"]
+        groups = post["chain_group"].values if "chain_group" in post.coords else np.zeros(chains)
+    groups = np.asarray(groups)
+    if groups.shape != (chains,):
+        raise ValueError(f"groups must have one label per chain ({chains}), got {groups.shape}")
+    return groups
+
+
+def _by_group(da: xr.DataArray, groups: np.ndarray, fn) -> list[tuple[object, xr.DataArray]]:
+    out = []
+    for g in pd.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        out.append((g, fn(da.isel(chain=idx))))
+    return out
+
+
+def _stat(da: xr.DataArray, kind: str) -> xr.DataArray:
+    if kind == "r_hat":
+        return azs.rhat(da)
+    if kind == "ess_bulk":
+        return azs.ess(da, method="bulk")
+    if kind == "ess_tail":
+        return azs.ess(da, method="tail")
+    if kind == "mcse_mean":
+        return azs.mcse(da, method="mean")
+    raise ValueError(kind)
+
+
+def summary(
+    dt: xr.DataTree,
+    *,
+    var_names: Sequence[str] | None = None,
+    groups=None,
+) -> pd.DataFrame:
+    """R-hat, bulk and tail ESS, MCSE of the mean, mean and sd of each scalar summary.
+
+    With several chain groups, R-hat is the worst and ESS the smallest over the groups (each
+    group is its own target); ``mean`` and ``sd`` are over all chains.
+    """
+    post = dt["posterior"]
+    names = list(var_names) if var_names is not None else scalar_names(dt)
+    labels = _groups(dt, groups)
+    rows = {}
+    for name in names:
+        da = post[name]
+        extra = [d for d in da.dims if d not in SAMPLE_DIMS]
+        stats = {}
+        for kind in ("r_hat", "ess_bulk", "ess_tail", "mcse_mean"):
+            per = [v for _, v in _by_group(da, labels, lambda a, k=kind: _stat(a, k))]
+            stacked = xr.concat(per, dim="group")
+            stats[kind] = (
+                stacked.max("group") if kind in ("r_hat", "mcse_mean") else (stacked.min("group"))
+            )
+        stats["mean"] = da.mean(SAMPLE_DIMS)
+        stats["sd"] = da.std(SAMPLE_DIMS)
+        if extra:
+            flat = {k: v.stack(_i=extra) for k, v in stats.items()}
+            for i in range(flat["r_hat"].sizes["_i"]):
+                index = flat["r_hat"]["_i"].values[i]
+                index = index if isinstance(index, tuple) else (index,)
+                label = f"{name}[{', '.join(str(j) for j in index)}]"
+                rows[label] = {k: float(v.isel(_i=i)) for k, v in flat.items()}
+        else:
+            rows[name] = {k: float(v) for k, v in stats.items()}
+    cols = ["mean", "sd", "r_hat", "ess_bulk", "ess_tail", "mcse_mean"]
+    return pd.DataFrame.from_dict(rows, orient="index")[cols]
+
+
+def pixel_maps(
+    dt: xr.DataTree, *, var_name: str = "image", groups=None, block_rows: int = 16
+) -> xr.Dataset:
+    """Per-pixel rank-normalized R-hat and bulk ESS, ``(channel, row, col)`` each.
+
+    Vectorized: ``arviz_stats`` works on whole blocks of rows at a time (``block_rows``
+    bounds the memory a disk run needs). With chain groups, the worst group per pixel.
+    """
+    da = dt["posterior"][var_name]
+    labels = _groups(dt, groups)
+    spatial = "row" if "row" in da.dims else None
+    blocks = []
+    n = da.sizes[spatial] if spatial else 1
+    for start in range(0, n, block_rows):
+        part = da.isel({spatial: slice(start, start + block_rows)}) if spatial else da
+        part = part.load()
+        r = xr.concat([v for _, v in _by_group(part, labels, azs.rhat)], "group").max("group")
+        e = xr.concat(
+            [v for _, v in _by_group(part, labels, lambda a: azs.ess(a, method="bulk"))],
+            "group",
+        ).min("group")
+        blocks.append(xr.Dataset({"r_hat": r, "ess_bulk": e}))
+    return xr.concat(blocks, spatial) if spatial else blocks[0]
+
+
+def worst_pixels(maps: xr.Dataset) -> dict[str, tuple[float, dict]]:
+    """The largest R-hat and the smallest bulk ESS of a ``pixel_maps`` result, with where."""
+
+    def at(da: xr.DataArray, largest: bool) -> tuple[float, dict]:
+        values = da.values
+        flat = np.nanargmax(values) if largest else np.nanargmin(values)
+        index = np.unravel_index(flat, values.shape)
+        return float(values[index]), {d: int(i) for d, i in zip(da.dims, index, strict=True)}
+
+    return {"r_hat_max": at(maps["r_hat"], True), "ess_bulk_min": at(maps["ess_bulk"], False)}
+
+
+def nested_rhat(
+    dt: xr.DataTree, superchain_ids: Sequence[int], *, var_names: Sequence[str] | None = None
+) -> xr.Dataset:
+    """Nested R-hat (Margossian et al. 2024) for many short chains grouped in superchains,
+    e.g. chains that started from the same point."""
+    names = list(var_names) if var_names is not None else scalar_names(dt)
+    post = dt["posterior"].to_dataset()[names]
+    return azs.rhat_nested(post, superchain_ids=list(superchain_ids))
+
+
+@dataclass
+class Diagnosis:
+    """The verdict of ``diagnose``: ``ok``, the findings, suggestions and the table."""
+
+    ok: bool
+    findings: list[str]
+    suggestions: list[str]
+    table: pd.DataFrame
+    stuck_chains: list[int] = field(default_factory=list)
+    outlier_chains: list[int] = field(default_factory=list)
+    divergences: int = 0
+    acceptance_rate: float = float("nan")
+
+    def __str__(self) -> str:
+        head = "converged: no problem found" if self.ok else "NOT converged"
+        lines = [head, *(f"- {f}" for f in self.findings)]
+        if self.suggestions:
+            lines.append("try: " + "; ".join(self.suggestions))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "findings": self.findings,
+            "suggestions": self.suggestions,
+            "stuck_chains": self.stuck_chains,
+            "outlier_chains": self.outlier_chains,
+            "divergences": self.divergences,
+            "acceptance_rate": self.acceptance_rate,
+            "table": {
+                k: {c: (None if not np.isfinite(v) else v) for c, v in row.items()}
+                for k, row in self.table.to_dict(orient="index").items()
+            },
+        }
+
+
+def _outlier_chains(
+    dt: xr.DataTree, names: list[str], labels: np.ndarray, rhat_max: float
+) -> list[int]:
+    """Chains whose removal brings a non-converged quantity's R-hat under the threshold,
+    within its group; needs at least three chains in the group."""
+    post = dt["posterior"]
+    outliers: set[int] = set()
+    for g in pd.unique(labels):
+        idx = np.flatnonzero(labels == g)
+        if len(idx) < 3:
+            continue
+        for name in names:
+            da = post[name].isel(chain=idx)
+            if float(azs.rhat(da).max()) <= rhat_max:
+                continue
+            loo = []
+            for j in range(len(idx)):
+                rest = da.isel(chain=[i for i in range(len(idx)) if i != j])
+                loo.append(float(azs.rhat(rest).max()))
+            best = int(np.argmin(loo))
+            if loo[best] <= rhat_max:
+                outliers.add(int(idx[best]))
+    return sorted(outliers)
+
+
+def diagnose(
+    dt: xr.DataTree,
+    *,
+    var_names: Sequence[str] | None = None,
+    groups=None,
+    rhat_max: float = 1.01,
+    ess_min: float = 400.0,
+    target_accept: float | None = None,
+    accept_tolerance: float = 0.15,
+    stuck_accept: float = 0.02,
+) -> Diagnosis:
+    """Say in words whether a run converged, what did not, and what to try.
+
+    Parameters
+    ----------
+    dt : DataTree
+        From ``run.to_datatree()`` or ``xarray.open_datatree("run.nc")``.
+    var_names : sequence of str, optional
+        Scalar summaries to judge (default: all of them).
+    groups : array-like, optional
+        One label per chain; chains are compared within a label (default: the
+        ``chain_group`` coordinate when the export has one, else one group).
+    rhat_max, ess_min : float
+        Thresholds per quantity (and per group).
+    target_accept : float, optional
+        Expected acceptance rate (default: the run's ``target_accept`` attribute, if any).
+    accept_tolerance : float
+        How far the mean acceptance rate may be from ``target_accept``.
+    stuck_accept : float
+        A chain whose acceptance rate is under this is reported as stuck.
+    """
+    post = dt["posterior"]
+    names = list(var_names) if var_names is not None else scalar_names(dt)
+    labels = _groups(dt, groups)
+    table = summary(dt, var_names=names, groups=labels)
+    findings, suggestions = [], []
+
+    chains, draws = post.sizes["chain"], post.sizes["draw"]
+    bad_rhat = table[table["r_hat"] > rhat_max]
+    low_ess = table[table["ess_bulk"] < ess_min]
+    if len(bad_rhat):
+        worst = bad_rhat["r_hat"].sort_values(ascending=False)
+        shown = ", ".join(f"{k} (R-hat {v:.3f})" for k, v in worst.head(5).items())
+        more = f" and {len(worst) - 5} more" if len(worst) > 5 else ""
+        findings.append(f"not converged (R-hat > {rhat_max}): {shown}{more}")
+    if len(low_ess):
+        worst = low_ess["ess_bulk"].sort_values()
+        shown = ", ".join(f"{k} ({v:.0f})" for k, v in worst.head(5).items())
+        more = f" and {len(worst) - 5} more" if len(worst) > 5 else ""
+        findings.append(f"bulk ESS under {ess_min:g}: {shown}{more}")
+
+    stuck: list[int] = []
+    divergences = 0
+    mean_accept = float("nan")
+    if "sample_stats" in dt.children:
+        stats = dt["sample_stats"]
+        if "acceptance_rate" in stats:
+            acc = stats["acceptance_rate"]
+            per_chain = acc.mean("draw").values
+            mean_accept = float(np.mean(per_chain))
+            stuck = [int(c) for c in np.flatnonzero(per_chain < stuck_accept)]
+            method = str(stats.attrs.get("method", ""))
+            if stuck and method != "descent":
+                findings.append(
+                    f"{len(stuck)} of {chains} chains stuck (acceptance < {stuck_accept:g}): "
+                    + ", ".join(map(str, stuck[:10]))
+                    + (" ..." if len(stuck) > 10 else "")
+                )
+            target = target_accept
+            if target is None and "target_accept" in stats.attrs:
+                target = float(stats.attrs["target_accept"])
+            if target is not None and method == "mala":
+                if abs(mean_accept - target) > accept_tolerance:
+                    findings.append(
+                        f"acceptance rate {mean_accept:.3f}, far from its target {target:.3f}"
+                    )
+                    suggestions.append(
+                        "a smaller step size" if mean_accept < target else "a larger step size"
+                    )
+        if "diverging" in stats:
+            divergences = int(stats["diverging"].sum())
+            if divergences:
+                findings.append(f"{divergences} draws followed a divergence")
+                suggestions.append("a smaller step size or a longer warmup")
+
+    bad_vars = list(dict.fromkeys(k.split("[")[0] for k in bad_rhat.index))
+    outliers = _outlier_chains(dt, bad_vars, labels, rhat_max) if bad_vars else []
+    if outliers:
+        findings.append(
+            "chains that disagree with the others of their group: "
+            + ", ".join(map(str, outliers[:10]))
+        )
+    if len(bad_rhat):
+        suggestions.append("a longer warmup and more steps")
+        if chains < 4:
+            suggestions.append("more chains (at least 4)")
+    elif len(low_ess):
+        suggestions.append(f"more steps (ESS grows with the {draws} draws per chain)")
+    seen = set()
+    suggestions = [s for s in suggestions if not (s in seen or seen.add(s))]
+    ok = not findings
+    return Diagnosis(
+        ok=ok,
+        findings=findings,
+        suggestions=suggestions,
+        table=table,
+        stuck_chains=stuck,
+        outlier_chains=outliers,
+        divergences=divergences,
+        acceptance_rate=mean_accept,
+    )
