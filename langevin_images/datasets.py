@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["load_mnist", "mnist_dir"]
+__all__ = ["PHOTOS", "load_mnist", "load_photo", "mnist_dir", "photo_color_covariance"]
 
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
@@ -71,3 +71,32 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     images, labels = _load(split)
     return images.float().div_(255.0).unsqueeze(1), labels.clone()
+
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def load_photo(name: str, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """A photo bundled with scikit-image (``astronaut``, ``rocket``: public domain;
+    ``chelsea``, ``coffee``: CC0) as a ``(1, 3, H, W)`` float tensor in [0, 1], optionally
+    resized (``size`` the shorter side, or ``(H, W)``), antialiased."""
+    import skimage.data
+    import torch.nn.functional as F
+
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}: one of {', '.join(PHOTOS)}")
+    img = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
+    if size is not None:
+        if isinstance(size, int):
+            h, w = img.shape[-2:]
+            size = (size, round(w * size / h)) if h <= w else (round(h * size / w), size)
+        img = F.interpolate(img, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return img.clamp(0, 1)
+
+
+@lru_cache(maxsize=1)
+def photo_color_covariance() -> torch.Tensor:
+    """The 3 x 3 covariance of RGB values over the bundled photos (float64): natural images'
+    colour channels are strongly correlated (first eigenvector near luminance)."""
+    pix = torch.cat([load_photo(n, 128).reshape(3, -1) for n in PHOTOS], 1).to(torch.float64)
+    return torch.cov(pix)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langevin_images.samplers import Dense, Diagonal, Fourier, Identity, LowRankPlusDiagonal
+from langevin_images.samplers import (
+    ColorFourier,
+    Dense,
+    Diagonal,
+    Fourier,
+    Identity,
+    LowRankPlusDiagonal,
+)
 
 SHAPE = (1, 4, 4)
 D = 16
@@ -27,15 +34,24 @@ def _make(name):
         )
     if name == "fourier":
         return Fourier((4, 4), decay=1.0)
+    if name == "colorfourier":
+        a = torch.randn(3, 3, generator=g, dtype=torch.float64)
+        return ColorFourier((4, 4), a @ a.T + 0.1 * torch.eye(3, dtype=torch.float64), decay=1.0)
     raise AssertionError(name)
 
 
-NAMES = ["identity", "diagonal", "dense", "lowrank", "fourier"]
+NAMES = ["identity", "diagonal", "dense", "lowrank", "fourier", "colorfourier"]
+
+
+def _shape(p):
+    return (3, 4, 4) if isinstance(p, ColorFourier) else SHAPE
 
 
 def _matrix(p):
-    basis = torch.eye(D, dtype=torch.float64).reshape(D, *SHAPE)
-    return p.apply(basis).reshape(D, D)
+    shape = _shape(p)
+    d = shape[0] * 16
+    basis = torch.eye(d, dtype=torch.float64).reshape(d, *shape)
+    return p.apply(basis).reshape(d, d)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -49,8 +65,10 @@ def test_apply_is_symmetric_positive_definite(name):
 def test_inv_quad_matches_inverse(name):
     p = _make(name)
     m = _matrix(p)
-    v = torch.randn((5, *SHAPE), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    vf = v.reshape(5, D)
+    v = torch.randn(
+        (5, *_shape(p)), generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
+    vf = v.reshape(5, -1)
     want = ((vf @ torch.linalg.inv(m)) * vf).sum(1)
     torch.testing.assert_close(p.inv_quad(v), want, rtol=1e-9, atol=1e-9)
     # float32 input still gives a float64 answer
@@ -63,8 +81,8 @@ def test_noise_has_covariance_m(name):
     p = _make(name)
     m = _matrix(p)
     n = 40_000
-    like = torch.empty((n, *SHAPE), dtype=torch.float64)
-    xi = p.noise(like, torch.Generator().manual_seed(2)).reshape(n, D)
+    like = torch.empty((n, *_shape(p)), dtype=torch.float64)
+    xi = p.noise(like, torch.Generator().manual_seed(2)).reshape(n, -1)
     cov = xi.T @ xi / n
     se = torch.sqrt((torch.diagonal(m)[:, None] * torch.diagonal(m)[None, :] + m**2) / n)
     assert torch.all((cov - m).abs() < 5 * se)

@@ -1,7 +1,7 @@
 """Energies: an Energy base that adds and scales, image priors, classifier likelihoods,
 activation and style energies, stochastic transforms, and feature hooks."""
 
-from .activation import ActivationEnergy, activation_objective
+from .activation import ActivationEnergy, DreamEnergy, activation_objective, guided_objective
 from .base import Energy, Scaled, Sum, check_images
 from .features import FeatureHooks, capture, resolve_layers
 from .likelihood import ClassLikelihood, class_index, class_nll
@@ -18,7 +18,7 @@ from .priors import (
     total_variation,
 )
 from .style import AdaINStatsEnergy, ContentEnergy, StyleEnergy, channel_stats, gram
-from .transforms import RandomAffine, Transformed
+from .transforms import RandomAffine, RandomRoll, Transformed
 
 __all__ = [
     "ActivationEnergy",
@@ -27,11 +27,13 @@ __all__ = [
     "BlurPenalty",
     "ClassLikelihood",
     "ContentEnergy",
+    "DreamEnergy",
     "Energy",
     "FeatureHooks",
     "FittedGaussianPrior",
     "GaussianPrior",
     "RandomAffine",
+    "RandomRoll",
     "Scaled",
     "StationaryGaussianPrior",
     "StyleEnergy",
@@ -48,6 +50,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_energy",
     "gram",
+    "guided_objective",
     "resolve_layers",
     "total_variation",
 ]

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .base import Energy, check_images, per_chain_mean
 from .features import capture, resolve_layers
 
-__all__ = ["ActivationEnergy", "activation_objective"]
+__all__ = ["ActivationEnergy", "DreamEnergy", "activation_objective", "guided_objective"]
 
 
 def activation_objective(
@@ -117,3 +117,62 @@ class ActivationEnergy(Energy):
             else f"channel {self.channel.tolist()}"
         )
         return f"ActivationEnergy({self.layer!r}, {what})"
+
+
+def guided_objective(act: Tensor, guide: Tensor) -> Tensor:
+    """Per chain, the mean over positions ``p`` of ``max_q <act_p, guide_q>``: each position's
+    features matched with the guide's most similar ones (the guided objective of the
+    google/deepdream notebook). ``act (N, C, H, W)``, ``guide (C, Q)``."""
+    feats = act.flatten(2)  # (N, C, P)
+    scores = torch.einsum("ncp,cq->npq", feats, guide.to(feats))
+    return scores.max(dim=2).values.mean(1)
+
+
+class DreamEnergy(Energy):
+    """DeepDream's energy: minus the mean squared activation of one or several layers, all
+    served by one forward pass, or, with a ``guide`` image, minus the guided objective
+    (features matched to the guide's).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Frozen, eval-mode model taking the images as sampled.
+    layers : str or sequence of str
+        ``named_modules()`` dotted paths.
+    guide : Tensor, optional
+        ``(1, C, H, W)`` guide image; its features are computed once and cached.
+    weights : sequence of float, optional
+        One weight per layer (default 1 each).
+    """
+
+    name = "dream"
+
+    def __init__(self, model: nn.Module, layers, *, guide: Tensor | None = None, weights=None):
+        self.layers = [layers] if isinstance(layers, str) else list(layers)
+        resolve_layers(model, self.layers)
+        self.model = model
+        self.weights = [1.0] * len(self.layers) if weights is None else [float(w) for w in weights]
+        if len(self.weights) != len(self.layers):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.layers)} layers")
+        self.channels = getattr(model, "input_channels", None)
+        self.guide_features = None
+        if guide is not None:
+            check_images(guide, channels=self.channels, who="DreamEnergy guide")
+            with torch.no_grad():
+                acts = capture(model, self.layers, guide[:1])
+            self.guide_features = {k: v[0].flatten(1) for k, v in acts.items()}
+
+    def energy(self, x: Tensor) -> Tensor:
+        check_images(x, channels=self.channels, who="DreamEnergy")
+        acts = capture(self.model, self.layers, x)
+        total = x.new_zeros(x.shape[0])
+        for layer, w in zip(self.layers, self.weights, strict=True):
+            if self.guide_features is None:
+                total = total - w * activation_objective(acts[layer])
+            else:
+                total = total - w * guided_objective(acts[layer], self.guide_features[layer])
+        return total
+
+    def __repr__(self) -> str:
+        guided = ", guided" if self.guide_features is not None else ""
+        return f"DreamEnergy({self.layers}{guided})"

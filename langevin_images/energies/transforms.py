@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .base import Energy
 
-__all__ = ["RandomAffine", "Transformed"]
+__all__ = ["RandomAffine", "RandomRoll", "Transformed"]
 
 
 class RandomAffine:
@@ -73,10 +73,45 @@ class RandomAffine:
         return f"RandomAffine(jitter={self.jitter}, scale={self.scale}, degrees={self.degrees})"
 
 
+class RandomRoll:
+    """Per-chain random circular shift of up to ``max_shift`` pixels each way: the jitter of
+    the google/deepdream recipe (no interpolation, no padding).
+
+    Parameters
+    ----------
+    max_shift : int
+        Largest shift in pixels, each direction.
+    seed : int
+        Seed of the transform's own generator.
+    """
+
+    def __init__(self, max_shift: int = 32, *, seed: int = 0):
+        if max_shift < 0:
+            raise ValueError("RandomRoll: max_shift >= 0")
+        self.max_shift, self.seed = int(max_shift), seed
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.max_shift == 0:
+            return x
+        shifts = torch.randint(
+            -self.max_shift, self.max_shift + 1, (x.shape[0], 2), generator=self._gen
+        )
+        return torch.stack(
+            [
+                torch.roll(xi, (int(s[0]), int(s[1])), dims=(-2, -1))
+                for xi, s in zip(x, shifts, strict=True)
+            ]
+        )
+
+    def __repr__(self) -> str:
+        return f"RandomRoll(max_shift={self.max_shift})"
+
+
 class Transformed(Energy):
     """``energy(T(x))`` with a fresh random transform per call (a stochastic energy)."""
 
-    def __init__(self, energy: Energy, transform: RandomAffine):
+    def __init__(self, energy: Energy, transform: RandomAffine | RandomRoll):
         self.inner, self.transform = energy, transform
         self.name = energy.name
 

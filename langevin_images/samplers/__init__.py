@@ -4,11 +4,19 @@ from . import kernel, preconditioners
 from .constraints import Box
 from .driver import METHODS, DivergenceError, Run, sample
 from .parameters import LangevinParameters, from_three_epsilons, sample_three_epsilons
-from .preconditioners import Dense, Diagonal, Fourier, Identity, LowRankPlusDiagonal
+from .preconditioners import (
+    ColorFourier,
+    Dense,
+    Diagonal,
+    Fourier,
+    Identity,
+    LowRankPlusDiagonal,
+)
 
 __all__ = [
     "METHODS",
     "Box",
+    "ColorFourier",
     "Dense",
     "Diagonal",
     "DivergenceError",

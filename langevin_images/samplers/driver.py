@@ -144,6 +144,7 @@ def sample(
     progress: bool = True,
     max_divergences_in_a_row: int = 20,
     transform: Any = None,
+    normalize_step: bool = False,
 ) -> Run:
     """Sample ``pi(x) ~ exp(-E(x) / T)`` with Langevin dynamics, one chain per row of ``x0``.
 
@@ -188,6 +189,11 @@ def sample(
         Applied to the images after every ``transform.every``-th step (e.g.
         ``energies.BlurEvery``), followed by one more energy+gradient evaluation. This is not a
         Langevin move: it breaks the chain's invariance, and the run card says so.
+    normalize_step : bool
+        Descent only: divide each chain's step by the mean magnitude of its preconditioned
+        gradient, so that ``step_size`` is the mean change of a coordinate per step (the
+        google/deepdream recipe). Not allowed for MALA and ULA, whose step must not depend on
+        the current gradient.
 
     Returns
     -------
@@ -214,6 +220,8 @@ def sample(
         raise ValueError(f"temperature must be > 0 for {method}; use method='descent' for T = 0")
     if not 0 < target_accept < 1:
         raise ValueError("target_accept must be in (0, 1)")
+    if normalize_step and method != "descent":
+        raise ValueError("normalize_step is for method='descent' only (it breaks MALA and ULA)")
 
     chains, device = x0.shape[0], x0.device
     eps0 = _step_size_tensor(step_size, chains, device)
@@ -247,6 +255,7 @@ def sample(
         "target_accept": target_accept,
         "preconditioner": repr(precond),
         "bounds": None if box is None else [box.lo, box.hi],
+        "normalize_step": bool(normalize_step),
         "seed": seed if isinstance(seed, int) else "generator",
         "chains": chains,
         "shape": list(x0.shape[1:]),
@@ -303,6 +312,8 @@ def sample(
                 bar.set_description("sampling")
                 acc_sum.zero_()
             eps = sched.step_size(sched_state)
+            if normalize_step:
+                eps = eps / state.drift.abs().flatten(1).mean(1).to(eps).clamp_min(1e-12)
             state, info = kernel.step(
                 state,
                 energy_fn,
