@@ -1,10 +1,12 @@
 """Diagnostic plots of a recorded run: ``arviz_plots`` (matplotlib backend) for the scalar
 summaries, matplotlib for the sampler's own statistics and per-pixel maps, and image grids.
 
-Functions return figures (``matplotlib.figure.Figure``) or ``arviz_plots`` plot collections;
-both have ``.savefig(path)``. Image-sized runs would exceed ``arviz_plots``' subplot limit if
-every pixel were drawn, so the ArviZ plots show the scalar summaries only, and of each
-projection the first ``max_projections``; pixels appear as maps and grids instead.
+``var_names`` selects scalar summaries (default: the first ``max_vars``); ``chains`` the
+chains drawn. Functions return figures (``matplotlib.figure.Figure``) or ``arviz_plots``
+plot collections; both have ``.savefig(path)``. Image-sized runs would exceed
+``arviz_plots``' subplot limit if every pixel were drawn, so the ArviZ plots show the scalar
+summaries only, and of each projection the first ``max_projections``; pixels appear as maps
+and grids instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .convergence import scalar_names
 
 __all__ = [
     "chain_frames",
+    "first_group_chains",
     "image_grid",
     "plot_autocorr",
     "plot_ess_evolution",
@@ -42,42 +45,51 @@ def _selection(dt: xr.DataTree, var_names, max_projections: int, max_vars: int):
     return names, coords
 
 
-def _arviz(fn, dt, var_names, max_projections, max_vars, **kwargs):
+def first_group_chains(dt: xr.DataTree, max_chains: int = 16) -> list[int]:
+    """The chains to draw in per-chain plots: those of the first chain group (chains of
+    different targets are not meant to agree), at most ``max_chains``."""
+    post = dt["posterior"]
+    if "chain_group" in post.coords:
+        groups = post["chain_group"].values
+        idx = np.flatnonzero(groups == groups[0])
+    else:
+        idx = np.arange(post.sizes["chain"])
+    return [int(i) for i in idx[:max_chains]]
+
+
+def _arviz(fn, dt, var_names, max_projections, max_vars, chains=None, **kwargs):
     names, coords = _selection(dt, var_names, max_projections, max_vars)
+    chains = first_group_chains(dt) if chains is None else list(chains)
+    coords = {**(coords or {}), "chain": chains}
     return fn(dt, var_names=names, coords=coords, backend="matplotlib", **kwargs)
 
 
-def plot_trace(
-    dt, *, var_names: Sequence[str] | None = None, max_projections: int = 3, max_vars: int = 8
-):
-    """Trace plot (draws and densities per chain) of the scalar summaries."""
-    return _arviz(azp.plot_trace, dt, var_names, max_projections, max_vars)
+def plot_trace(dt, *, var_names=None, max_projections: int = 3, max_vars: int = 8, chains=None):
+    """Trace plot of the scalar summaries, one line per chain (default: the chains of the
+    first chain group, at most 16)."""
+    return _arviz(azp.plot_trace, dt, var_names, max_projections, max_vars, chains)
 
 
-def plot_rank(
-    dt, *, var_names: Sequence[str] | None = None, max_projections: int = 3, max_vars: int = 8
-):
+def plot_rank(dt, *, var_names=None, max_projections: int = 3, max_vars: int = 8, chains=None):
     """Rank plot (fractional rank ECDF per chain): chains that mix look alike."""
-    return _arviz(azp.plot_rank, dt, var_names, max_projections, max_vars)
+    return _arviz(azp.plot_rank, dt, var_names, max_projections, max_vars, chains)
 
 
 def plot_autocorr(
-    dt,
-    *,
-    var_names: Sequence[str] | None = None,
-    max_projections: int = 3,
-    max_vars: int = 8,
-    max_lag: int | None = None,
+    dt, *, var_names=None, max_projections: int = 3, max_vars: int = 8, max_lag=None, chains=None
 ):
     """Autocorrelation of the scalar summaries."""
-    return _arviz(azp.plot_autocorr, dt, var_names, max_projections, max_vars, max_lag=max_lag)
+    return _arviz(
+        azp.plot_autocorr, dt, var_names, max_projections, max_vars, chains, max_lag=max_lag
+    )
 
 
 def plot_ess_evolution(
-    dt, *, var_names: Sequence[str] | None = None, max_projections: int = 3, max_vars: int = 8
+    dt, *, var_names=None, max_projections: int = 3, max_vars: int = 8, chains=None
 ):
-    """Bulk and tail ESS as the number of draws grows: ESS should grow linearly."""
-    return _arviz(azp.plot_ess_evolution, dt, var_names, max_projections, max_vars)
+    """Bulk and tail ESS as the number of draws grows (chains of the first chain group):
+    ESS should grow linearly."""
+    return _arviz(azp.plot_ess_evolution, dt, var_names, max_projections, max_vars, chains)
 
 
 def plot_sampler_stats(dt: xr.DataTree):
