@@ -1,5 +1,5 @@
 # The two commands of the README's quick start. Both set up .venv first (scripts/setup.sh).
-.PHONY: setup demo test test-slow lint bench
+.PHONY: setup demo test test-slow notebooks lint bench
 
 setup:
 	@scripts/setup.sh
@@ -14,9 +14,13 @@ test: setup
 test-slow: setup
 	.venv/bin/python -m pytest -q -m slow
 
+notebooks: setup
+	.venv/bin/python scripts/run_notebooks.py --small
+
 lint: setup
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
 
 bench: setup
 	.venv/bin/python benchmarks/bench_sampler.py
 	.venv/bin/python benchmarks/bench_preconditioning.py
+	.venv/bin/python benchmarks/bench_apps.py

@@ -619,12 +619,15 @@ def _dream(args: argparse.Namespace) -> None:
         guide = guide.mean(1, keepdim=True) if guide is not None else None
     _say(args, f"dream: {args.model} {args.layer} on {args.image} {tuple(image.shape[-2:])}")
     t0 = time.perf_counter()
-    d = dream(
-        model, image, args.layer, octaves=args.octaves, octave_scale=args.octave_scale,
-        steps_per_octave=args.steps, step_size=args.step_size / 255, jitter=args.jitter,
-        guide=guide, temperature=args.temperature, chains=args.chains, seed=args.seed,
-        progress=not args.quiet,
-    )  # fmt: skip
+    try:
+        d = dream(
+            model, image, args.layer, octaves=args.octaves, octave_scale=args.octave_scale,
+            steps_per_octave=args.steps, step_size=args.step_size / 255, jitter=args.jitter,
+            guide=guide, temperature=args.temperature, chains=args.chains, seed=args.seed,
+            progress=not args.quiet,
+        )  # fmt: skip
+    except ValueError as err:  # dream() validates its input before any step
+        raise BadInput(str(err).splitlines()[0]) from None
     seconds = time.perf_counter() - t0
     _save_png(image_grid(d.images[:, None].numpy()), out / "dream.png")
     _save_png(image_grid(image[None].numpy()), out / "input.png")

@@ -187,3 +187,11 @@ def test_lite0_layer_visualization_and_dream_at_small_size():
               progress=False)  # fmt: skip
     assert d.images.shape == (1, 3, 40, 40)
     assert not _has_hooks(model)
+
+
+def test_dream_says_when_the_smallest_octave_is_too_small():
+    from langevin_images.models import load_model
+
+    model = load_model("lite0")
+    with pytest.raises(ValueError, match="smallest octave, 15x15 px, is too small"):
+        dream(model, torch.full((3, 40, 40), 0.5), "_blocks.9", octaves=4, progress=False)

@@ -51,6 +51,21 @@ def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
+def _check_smallest_octave(energy: DreamEnergy, image: Tensor, size: tuple[int, int]) -> None:
+    """One forward pass at the smallest octave. If it fails where the full-size image works,
+    the octave is too small for the layers: a one-line error instead of the model's."""
+    try:
+        with torch.no_grad():
+            energy(_resize(image, size))
+    except RuntimeError as err:
+        with torch.no_grad():
+            energy(image)  # a failure here is the model's own: it propagates as it is
+        raise ValueError(
+            f"the smallest octave, {size[0]}x{size[1]} px, is too small for layers "
+            f"{energy.layers} of this model: use fewer octaves or a larger image"
+        ) from err
+
+
 def dream(
     model: nn.Module,
     image: Tensor,
@@ -107,6 +122,7 @@ def dream(
     base = image.detach().expand(chains, -1, -1, -1).clone()
     sizes = octave_sizes(tuple(base.shape[-2:]), octaves, octave_scale)
     energy_core = DreamEnergy(model, layers, guide=guide)
+    _check_smallest_octave(energy_core, base[:1], sizes[0])
     detail = torch.zeros_like(_resize(base, sizes[0]))
     runs = []
     x = base

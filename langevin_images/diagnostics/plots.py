@@ -38,9 +38,10 @@ __all__ = [
 
 def _selection(dt: xr.DataTree, var_names, max_projections: int, max_vars: int):
     names = list(var_names) if var_names is not None else scalar_names(dt)[:max_vars]
+    post = dt["posterior"]
     coords = None
-    if "projection" in dt["posterior"].dims and max_projections is not None:
-        n = dt["posterior"].sizes["projection"]
+    if max_projections is not None and any("projection" in post[n].dims for n in names):
+        n = post.sizes["projection"]
         coords = {"projection": list(range(min(n, max_projections)))}
     return names, coords
 
