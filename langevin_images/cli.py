@@ -129,9 +129,24 @@ def _model_card(model) -> dict:
     }
 
 
+def _json(obj) -> str:
+    """JSON with NaN and infinities as null (strict parsers reject them)."""
+
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), indent=2, default=str)
+
+
 def _write_card(out: Path, card: dict) -> None:
     card.setdefault("versions", _versions())
-    (out / "run.json").write_text(json.dumps(card, indent=2, default=str))
+    (out / "run.json").write_text(_json(card))
 
 
 def _load_model(name: str):
@@ -173,25 +188,33 @@ def _write_diagnostics(dt, out: Path, args) -> tuple:
     verdict = D.diagnose(dt)
     verdict.table.to_csv(out / "summary.csv", float_format="%.6g")
     written = ["summary.csv"]
-    for name, fn in (
-        ("trace.png", P.plot_trace),
-        ("rank.png", P.plot_rank),
-        ("autocorr.png", P.plot_autocorr),
-        ("ess_evolution.png", P.plot_ess_evolution),
-    ):
+    post = dt["posterior"]
+    has_images = "image" in post
+    if has_images:
+        chains = list(range(min(8, post.sizes["chain"])))
+        P.save_gif(P.chain_frames(dt, chains=chains, scale=3), out / "chain.gif")
+        written.append("chain.gif")
+    if post.attrs.get("method") == "descent":  # an optimization: its energy is the picture
+        P.plot_energy({"descent": dt}).savefig(out / "energy.png")
+        plt.close("all")
+        return verdict, None, [*written, "energy.png"]
+    several = len(P.first_group_chains(dt)) >= 2  # rank plots and R-hat need two chains
+    plots = [("trace.png", P.plot_trace), ("autocorr.png", P.plot_autocorr),
+             ("ess_evolution.png", P.plot_ess_evolution)]  # fmt: skip
+    if several:
+        plots.insert(1, ("rank.png", P.plot_rank))
+    for name, fn in plots:
         fn(dt).savefig(out / name)
         written.append(name)
     P.plot_sampler_stats(dt).savefig(out / "sampler_stats.png")
     written.append("sampler_stats.png")
     worst = None
-    if "image" in dt["posterior"]:
+    if has_images and several:
         maps = D.pixel_maps(dt)
         worst = D.worst_pixels(maps)
         P.plot_pixel_map(maps).savefig(out / "pixel_rhat.png")
         P.plot_pixel_map(maps, var="ess_bulk", threshold=None).savefig(out / "pixel_ess.png")
-        chains = list(range(min(8, dt["posterior"].sizes["chain"])))
-        P.save_gif(P.chain_frames(dt, chains=chains, scale=3), out / "chain.gif")
-        written += ["pixel_rhat.png", "pixel_ess.png", "chain.gif"]
+        written += ["pixel_rhat.png", "pixel_ess.png"]
     plt.close("all")
     return verdict, worst, written
 
@@ -503,19 +526,28 @@ def _diagnose(args: argparse.Namespace) -> None:
     if not nc.exists():
         raise BadInput(f"no run at {args.run}: expected a run folder with run.nc, or a .nc file")
     try:
-        dt = xr.open_datatree(nc)
-        dt["posterior"]
-    except (OSError, ValueError, KeyError) as err:
+        tree = xr.open_datatree(nc)
+    except (OSError, ValueError) as err:
         raise BadInput(f"{nc}: not a run DataTree ({type(err).__name__})") from None
+    # A sampling run has /posterior; visualize and dream keep one run per layer or octave.
+    runs = {"": tree} if "posterior" in tree.children else {
+        node.path.strip("/"): node for node in tree.subtree if "posterior" in node.children
+    }  # fmt: skip
+    if not runs:
+        raise BadInput(f"{nc}: not a run DataTree (no posterior group)")
     out = _out_dir(args.out) if args.out else nc.parent
-    verdict, worst, written = _write_diagnostics(dt, out, args)
-    card = _verdict_card(verdict, worst)
-    card["run"] = str(nc)
-    (out / "diagnosis.json").write_text(json.dumps(card, indent=2, default=str))
-    print(str(verdict))
-    if not args.quiet:
-        print(verdict.table.to_string(float_format=lambda v: f"{v:.4g}"))
-        print(f"wrote {', '.join(written)} and diagnosis.json to {out}/")
+    for name, dt in runs.items():
+        where = _out_dir(str(out / name)) if name else out
+        verdict, worst, written = _write_diagnostics(dt, where, args)
+        card = _verdict_card(verdict, worst)
+        card["run"] = f"{nc}:{name or '/'}"
+        (where / "diagnosis.json").write_text(_json(card))
+        if name:
+            print(f"{name}:")
+        print(str(verdict))
+        if not args.quiet:
+            print(verdict.table.to_string(float_format=lambda v: f"{v:.4g}"))
+            print(f"wrote {', '.join(written)} and diagnosis.json to {where}/")
 
 
 # --- visualize and dream --------------------------------------------------------------------
@@ -541,7 +573,7 @@ def _visualize(args: argparse.Namespace) -> None:
     _check_layers(model, args.layer)
     init = _read_image(args.init, args.size) if args.init else None
     card_layers = {}
-    rows = []
+    rows, trees, table = [], {}, []
     t0 = time.perf_counter()
     for layer in args.layer:
         n = layer_channels(model, layer, channels=getattr(model, "input_channels", 3))
@@ -552,11 +584,17 @@ def _visualize(args: argparse.Namespace) -> None:
         _say(args, f"visualize: {layer}, channels {channels}")
         vis = visualize(
             model, layer, channels, size=args.size, steps=args.steps, step_size=args.step_size,
-            tv=args.tv, init=init, seed=args.seed, progress=not args.quiet,
+            tv=args.tv, blur=args.blur, init=init, seed=args.seed, progress=not args.quiet,
         )  # fmt: skip
         safe = layer.replace(".", "_")
         entry = {"channels": channels, "objective": vis.objective.tolist()}
         rows.append(vis.images)
+        trees[safe] = vis.run.to_datatree(projections=0)
+        energy = vis.run.stats["energy"]
+        for i, c in enumerate(channels):
+            table.append({"layer": layer, "channel": c, "objective": float(vis.objective[i]),
+                          "energy_first_step": float(energy[i, 0]),
+                          "energy_last_step": float(energy[i, -1])})  # fmt: skip
         if args.temperature > 0:
             var = visualize_variety(
                 vis, model, chains_per_channel=args.chains, temperature=args.temperature,
@@ -564,20 +602,42 @@ def _visualize(args: argparse.Namespace) -> None:
             )  # fmt: skip
             grid = var.images.reshape(len(channels), args.chains, *var.images.shape[1:])
             _save_png(image_grid(grid.transpose(0, 1).numpy()), out / f"variety_{safe}.png")
-            var.run.to_datatree().to_netcdf(out / f"variety_{safe}.nc")
+            trees[f"{safe}_variety"] = var.run.to_datatree(chain_groups=var.channels)
             entry["variety_objective"] = var.objective.tolist()
         _save_png(image_grid(vis.images[None].numpy()), out / f"layer_{safe}.png")
         card_layers[layer] = entry
     width = max(r.shape[0] for r in rows)
     padded = [torch.cat([r, torch.ones(width - r.shape[0], *r.shape[1:])]) for r in rows]
     _save_png(image_grid(torch.stack(padded).numpy()), out / "layers.png")
+    _write_descent_outputs(out, trees, table)
     _write_card(out, {
         "job": "visualize", "argv": sys.argv[1:], "seed": args.seed, "model": _model_card(model),
         "layers": card_layers, "size": args.size, "steps": args.steps,
-        "step_size": args.step_size, "tv": args.tv, "temperature": args.temperature,
+        "step_size": args.step_size, "tv": args.tv, "blur": args.blur,
+        "temperature": args.temperature,
         "seconds": round(time.perf_counter() - t0, 1),
     })  # fmt: skip
-    _say(args, f"visualize: wrote {out}/layers.png (one row per layer) and run.json")
+    _say(args, f"visualize: wrote {out}/layers.png (one row per layer), run.nc (one group per "
+         "layer), summary.csv, energy.png and run.json")  # fmt: skip
+
+
+def _write_descent_outputs(out: Path, trees: dict, table: list[dict]) -> None:
+    """run.nc with one group per run, summary.csv, and the energy traces (energy.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import xarray as xr
+
+    from .diagnostics.plots import plot_energy
+
+    nodes = {f"{name}/{group}": dt[group].to_dataset() for name, dt in trees.items()
+             for group in dt.children}  # fmt: skip
+    xr.DataTree.from_dict(nodes).to_netcdf(out / "run.nc")
+    pd.DataFrame(table).to_csv(out / "summary.csv", index=False, float_format="%.6g")
+    plot_energy(trees).savefig(out / "energy.png")
+    plt.close("all")
 
 
 def _read_image(spec: str, size: int | None):
@@ -631,6 +691,15 @@ def _dream(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - t0
     _save_png(image_grid(d.images[:, None].numpy()), out / "dream.png")
     _save_png(image_grid(image[None].numpy()), out / "input.png")
+    trees, table = {}, []
+    for k, (size, run) in enumerate(zip(d.sizes, d.runs, strict=True)):
+        trees[f"octave_{k}"] = run.to_datatree(projections=0)
+        energy = run.stats["energy"]
+        for c in range(energy.shape[0]):
+            table.append({"octave": k, "height": size[0], "width": size[1], "chain": c,
+                          "energy_first_step": float(energy[c, 0]),
+                          "energy_last_step": float(energy[c, -1])})  # fmt: skip
+    _write_descent_outputs(out, trees, table)
     card = {
         "job": "dream", "argv": sys.argv[1:], "seed": args.seed, "model": _model_card(model),
         "layers": args.layer, "image": args.image, "guide": args.guide,
@@ -641,7 +710,8 @@ def _dream(args: argparse.Namespace) -> None:
     if args.chains > 1:
         card["mean_pairwise_l2_between_dreams"] = mean_pairwise_distance(d.images)
     _write_card(out, card)
-    _say(args, f"dream: {seconds:.1f} s; wrote {out}/dream.png, input.png, run.json")
+    _say(args, f"dream: {seconds:.1f} s; wrote {out}/dream.png, input.png, run.nc (one group "
+         "per octave), summary.csv, energy.png, run.json")  # fmt: skip
 
 
 # --- the parser -----------------------------------------------------------------------------
@@ -719,7 +789,8 @@ def _build_parser() -> argparse.ArgumentParser:
     v.add_argument("--size", type=_positive_int, default=96)
     v.add_argument("--steps", type=_positive_int, default=128)
     v.add_argument("--step-size", type=_positive_float, default=0.05)
-    v.add_argument("--tv", type=_nonneg_float, default=0.0)
+    v.add_argument("--tv", type=_nonneg_float, default=0.0, help="total-variation prior weight")
+    v.add_argument("--blur", type=_nonneg_float, default=0.0, help="blur-penalty prior weight")
     v.add_argument("--temperature", type=_nonneg_float, default=0.0,
                    help="> 0: also sample the variety around each visualization")  # fmt: skip
     v.add_argument("--chains", type=_positive_int, default=4, help="chains per channel at T > 0")

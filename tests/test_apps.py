@@ -15,6 +15,7 @@ from langevin_images.energies import (
     DreamEnergy,
     RandomRoll,
     activation_objective,
+    blur_penalty,
     guided_objective,
 )
 from langevin_images.energies.features import _has_hooks
@@ -42,6 +43,10 @@ def test_visualize_raises_each_channels_activation_and_is_reproducible():
     x0 = torch.full((4, 3, 16, 16), 0.5, dtype=torch.float64)
     before = -ActivationEnergy(net, "2", channel=torch.arange(4))(x0)
     vis = visualize(net, "2", 4, size=16, steps=40, step_size=0.1, progress=False, tv=0.01)
+    plain = visualize(net, "2", 4, size=16, steps=40, step_size=0.1, progress=False)
+    blurred = visualize(net, "2", 4, size=16, steps=40, step_size=0.1, progress=False, blur=5.0)
+    assert "term_prior_blur" in blurred.run.stats
+    assert float(blur_penalty(blurred.images).sum()) < float(blur_penalty(plain.images).sum())
     assert vis.images.shape == (4, 3, 16, 16) and vis.channels == [0, 1, 2, 3]
     assert bool((vis.objective > before).all()), (before, vis.objective)
     assert float(vis.images.min()) >= 0 and float(vis.images.max()) <= 1

@@ -81,12 +81,20 @@ def test_visualize_and_dream_at_small_size(tmp_path):
                "--channels", "2", "--size", "32", "--steps", "3", "--temperature", "0.05",
                "--chains", "2", "--out", str(vis), "--quiet"])  # fmt: skip
     assert rc == 0
-    assert (vis / "layers.png").exists() and (vis / "variety__blocks_9.png").exists()
+    for name in ("layers.png", "variety__blocks_9.png", "run.nc", "summary.csv", "energy.png"):
+        assert (vis / name).exists(), name
+    tree = xr.open_datatree(vis / "run.nc")
+    assert {"_blocks_1", "_blocks_9", "_blocks_9_variety"} <= set(tree.children)
+    assert main(["diagnose", str(vis), "--quiet"]) == 0
+    assert (vis / "_blocks_9" / "energy.png").exists()  # descent: the energy, not R-hat
+    assert (vis / "_blocks_9_variety" / "trace.png").exists()
     dream = tmp_path / "dream"
     rc = main(["dream", "--model", "lite0", "--layer", "_blocks.4", "--size", "40",
                "--octaves", "2", "--steps", "2", "--out", str(dream), "--quiet"])  # fmt: skip
     assert rc == 0
-    assert (dream / "dream.png").exists()
+    for name in ("dream.png", "input.png", "run.nc", "summary.csv", "energy.png"):
+        assert (dream / name).exists(), name
+    assert main(["diagnose", str(dream), "--quiet"]) == 0  # one chain per octave: no rank plot
     assert json.loads((dream / "run.json").read_text())["octaves"][-1][0] == 40
 
 

@@ -84,3 +84,14 @@ def test_bounds_reject_starting_points_outside():
         li.sample(_energy, torch.full((2, 1), 1.5), steps=1, bounds=(0, 1), progress=False)
     with pytest.raises(ValueError, match="lo < hi"):
         Box(1.0, 0.0)
+
+
+def test_named_terms_are_recorded_under_bounds_too():
+    from langevin_images.energies import GaussianPrior, TotalVariation
+
+    energy = GaussianPrior(sigma=0.3) + 0.1 * TotalVariation(0.05)
+    x0 = torch.full((2, 1, 4, 4), 0.5, dtype=torch.float64)
+    run = li.sample(energy, x0, steps=5, bounds=(0.0, 1.0), step_size=0.01, progress=False)
+    x = run.samples[:, -1]
+    assert set(run.stats) >= {"term_prior_gaussian", "term_prior_tv"}
+    torch.testing.assert_close(run.stats["term_prior_gaussian"][:, -1], GaussianPrior(sigma=0.3)(x))

@@ -288,3 +288,18 @@ def test_plots_stay_under_the_subplot_limit(tmp_path):
     assert grid.shape == (2 * 5 + 1, 3 * 5 + 1, 3) and grid.dtype == np.uint8
     with pytest.raises(ValueError, match="rows, cols"):
         P.image_grid(np.zeros((2, 1, 4, 4)))
+
+
+def test_descent_runs_are_judged_by_whether_their_energy_levelled_off():
+    flat = np.concatenate([np.linspace(10, 1, 50), np.ones(50)])[None].repeat(3, 0)
+    dt = azb.from_dict({"posterior": {"energy": flat}}, attrs={"posterior": {"method": "descent"}})
+    verdict = D.diagnose(dt)
+    assert verdict.ok and "R-hat and ESS do not apply" in str(verdict)
+    assert "levelled off in all 3 chains" in str(verdict)
+    falling = np.linspace(10, 1, 100)[None].repeat(3, 0)
+    dt = azb.from_dict(
+        {"posterior": {"energy": falling}}, attrs={"posterior": {"method": "descent"}}
+    )
+    verdict = D.diagnose(dt)
+    assert not verdict.ok and "still falling in 3 of 3 chains" in str(verdict)
+    assert verdict.suggestions == ["more steps"]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from ..datasets import photo_color_covariance
-from ..energies import ActivationEnergy, RandomAffine, TotalVariation, Transformed
+from ..energies import ActivationEnergy, BlurPenalty, RandomAffine, TotalVariation, Transformed
 from ..energies.features import capture
 from ..samplers import Box, ColorFourier, Fourier, Run, sample
 from ..samplers.kernel import init as init_state
@@ -61,12 +61,14 @@ def _preconditioner(c: int, size: int, decorrelate: bool, decay: float):
     return Fourier((size, size), decay=decay)
 
 
-def _energy(model, layer, channels, neuron, size, jitter, scale, degrees, tv, seed):
+def _energy(model, layer, channels, neuron, size, jitter, scale, degrees, tv, seed, blur=0.0):
     act = ActivationEnergy(model, layer, channel=torch.tensor(channels), neuron=neuron)
     jitter = max(1, size // 16) if jitter is None else jitter
     energy = Transformed(act, RandomAffine(jitter, scale, degrees, seed=seed))
     if tv:
         energy = energy + tv * TotalVariation(0.01)
+    if blur:
+        energy = energy + blur * BlurPenalty(1.0)
     return act, energy
 
 
@@ -95,6 +97,7 @@ def visualize(
     steps: int = 256,
     step_size: float = 0.05,
     tv: float = 0.0,
+    blur: float = 0.0,
     jitter: int | None = None,
     scale: tuple[float, float] = (0.95, 1.05),
     degrees: float = 5.0,
@@ -125,6 +128,8 @@ def visualize(
         Descent steps; mean change of a (logit-space) pixel per step.
     tv : float
         Weight of a total-variation prior (0 for none).
+    blur : float
+        Weight of a blur penalty ``|x - G_1 * x|^2 / 2`` (0 for none).
     jitter, scale, degrees
         The random transform at each step (``jitter`` defaults to ``size // 16`` pixels).
     decorrelate : bool
@@ -145,7 +150,9 @@ def visualize(
     if not channels:
         raise ValueError("no channels to visualize")
     dtype = _dtype(model)
-    act, energy = _energy(model, layer, channels, neuron, size, jitter, scale, degrees, tv, seed)
+    act, energy = _energy(
+        model, layer, channels, neuron, size, jitter, scale, degrees, tv, seed, blur
+    )
     x0 = _start(init, len(channels), c, size, dtype, seed).clamp(0.01, 0.99)
     run = sample(
         energy,

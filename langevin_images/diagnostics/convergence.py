@@ -139,10 +139,13 @@ def pixel_maps(
 
 
 def worst_pixels(maps: xr.Dataset) -> dict[str, tuple[float, dict]]:
-    """The largest R-hat and the smallest bulk ESS of a ``pixel_maps`` result, with where."""
+    """The largest R-hat and the smallest bulk ESS of a ``pixel_maps`` result, with where
+    (NaN and no place when every value is NaN)."""
 
     def at(da: xr.DataArray, largest: bool) -> tuple[float, dict]:
         values = da.values
+        if np.isnan(values).all():  # e.g. every pixel constant over the draws
+            return float("nan"), {}
         flat = np.nanargmax(values) if largest else np.nanargmin(values)
         index = np.unravel_index(flat, values.shape)
         return float(values[index]), {d: int(i) for d, i in zip(da.dims, index, strict=True)}
@@ -174,7 +177,11 @@ class Diagnosis:
     acceptance_rate: float = float("nan")
 
     def __str__(self) -> str:
-        head = "converged: no problem found" if self.ok else "NOT converged"
+        head = (
+            ("converged" if self.findings else "converged: no problem found")
+            if self.ok
+            else ("NOT converged")
+        )
         lines = [head, *(f"- {f}" for f in self.findings)]
         if self.suggestions:
             lines.append("try: " + "; ".join(self.suggestions))
@@ -221,6 +228,32 @@ def _outlier_chains(
     return sorted(outliers)
 
 
+def _diagnose_descent(post: xr.Dataset, table: pd.DataFrame, *, tail: float = 0.1,
+                      tolerance: float = 0.01) -> Diagnosis:  # fmt: skip
+    """A zero-noise run is an optimization, not a Markov chain: R-hat and ESS do not apply.
+    It has converged when the energy has levelled off: over the last ``tail`` of the kept
+    draws, each chain's energy fell by less than ``tolerance`` of its total fall."""
+    energy = post["energy"].values  # (chain, draw)
+    n = energy.shape[1]
+    k = max(1, round(tail * n))
+    if n < 2:
+        findings = ["descent run with fewer than two kept draws: nothing to judge"]
+        return Diagnosis(False, findings, ["keep more draws (a smaller thin)"], table)
+    total = energy[:, 0] - energy[:, -1]
+    recent = energy[:, -1 - k] - energy[:, -1]
+    still = np.flatnonzero(recent > tolerance * np.maximum(np.abs(total), 1e-12))
+    findings = ["zero-noise run (descent): an optimization, so R-hat and ESS do not apply"]
+    if not len(still):
+        findings[0] += f"; the energy has levelled off in all {energy.shape[0]} chains"
+        return Diagnosis(True, findings, [], table)
+    share = float(np.median(recent[still] / np.maximum(np.abs(total[still]), 1e-12)))
+    findings.append(
+        f"energy still falling in {len(still)} of {energy.shape[0]} chains (median "
+        f"{100 * share:.1f} % of the total fall in the last {k} of {n} draws)"
+    )
+    return Diagnosis(False, findings, ["more steps"], table)
+
+
 def diagnose(
     dt: xr.DataTree,
     *,
@@ -256,6 +289,8 @@ def diagnose(
     names = list(var_names) if var_names is not None else scalar_names(dt)
     labels = _groups(dt, groups)
     table = summary(dt, var_names=names, groups=labels)
+    if post.attrs.get("method") == "descent":
+        return _diagnose_descent(post, table)
     findings, suggestions = [], []
 
     chains, draws = post.sizes["chain"], post.sizes["draw"]

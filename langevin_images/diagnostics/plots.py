@@ -26,6 +26,7 @@ __all__ = [
     "first_group_chains",
     "image_grid",
     "plot_autocorr",
+    "plot_energy",
     "plot_ess_evolution",
     "plot_image_grid",
     "plot_pixel_map",
@@ -121,6 +122,25 @@ def plot_sampler_stats(dt: xr.DataTree):
         axes[0].legend(loc="lower right", frameon=False)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("step (grey: warmup); median and 10-90 % over chains")
+    return fig
+
+
+def plot_energy(trees: dict[str, xr.DataTree], *, max_chains: int = 16):
+    """The energy of each chain over the kept steps, one panel per run (e.g. per layer of an
+    activation maximization, or per octave of a dream): the convergence picture of a
+    zero-noise run, whose energy should fall and level off."""
+    n = len(trees)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.6, 2.8), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for ax, (name, dt) in zip(axes[0], trees.items(), strict=True):
+        energy = dt["posterior"]["energy"]
+        thin = int(dt["posterior"].attrs.get("thin", 1))
+        steps = (np.arange(energy.sizes["draw"]) + 1) * thin
+        for c in range(min(max_chains, energy.sizes["chain"])):
+            ax.plot(steps, energy.isel(chain=c).values, lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0, 0].set_ylabel("energy")
     return fig
 
 

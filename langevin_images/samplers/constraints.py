@@ -61,10 +61,28 @@ class Box:
     def wrap(
         self, energy_fn: Callable[[Tensor], Tensor], temperature: float
     ) -> Callable[[Tensor], Tensor]:
-        """The energy ``E_z`` of the unconstrained chain at temperature ``T``."""
-        if temperature == 0:
-            return lambda z: energy_fn(self.to_constrained(z))
-        return lambda z: energy_fn(self.to_constrained(z)) - temperature * self.log_det_jacobian(z)
+        """The energy ``E_z`` of the unconstrained chain at temperature ``T``; the named terms
+        of an energy that reports them pass through (evaluated at ``x(z)``)."""
+        return _BoxEnergy(self, energy_fn, temperature)
 
     def __repr__(self) -> str:
         return f"Box({self.lo}, {self.hi})"
+
+
+class _BoxEnergy:
+    """``E_z(z) = E(x(z)) - T log|dx/dz|``, with ``evaluate`` when ``E`` has one."""
+
+    def __init__(self, box: Box, energy_fn: Callable[[Tensor], Tensor], temperature: float):
+        self.box, self.energy_fn, self.temperature = box, energy_fn, float(temperature)
+        if callable(getattr(energy_fn, "evaluate", None)):
+            self.evaluate = self._evaluate
+
+    def _jacobian_term(self, z: Tensor) -> Tensor | float:
+        return self.temperature * self.box.log_det_jacobian(z) if self.temperature else 0.0
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.energy_fn(self.box.to_constrained(z)) - self._jacobian_term(z)
+
+    def _evaluate(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        total, terms = self.energy_fn.evaluate(self.box.to_constrained(z))
+        return total - self._jacobian_term(z), terms
