@@ -37,44 +37,28 @@ class _Parser(argparse.ArgumentParser):
 # --- argument types: each raises BadInput with one line -----------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number(cast: type, *, positive: bool):
+    """An argparse type: an int or a finite float, ``> 0`` or ``>= 0``."""
+    what = "a whole number" if cast is int else "a number"
+    bound = "> 0" if positive else ">= 0"
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = f"{'positive' if positive else 'non-negative'} {cast.__name__}"
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
+_positive_int = _number(int, positive=True)
+_nonneg_int = _number(int, positive=False)
+_positive_float = _number(float, positive=True)
+_nonneg_float = _number(float, positive=False)
 
 
 def _prior(text: str) -> tuple[str, float]:
@@ -230,7 +214,7 @@ def _verdict_card(verdict, worst) -> dict:
 # --- sample and demo ------------------------------------------------------------------------
 
 
-def _build_prior(priors: list[tuple[str, float]], model, shape, train):
+def _build_prior(priors: list[tuple[str, float]], shape, train):
     """The prior energy (or None), a preconditioner (or None), and bounds (or None)."""
     from .energies import (
         BlurPenalty,
@@ -261,31 +245,12 @@ def _build_prior(priors: list[tuple[str, float]], model, shape, train):
             term = FittedGaussianPrior.fit(train, shrinkage=1e-3)
             precond, gaussian = term.preconditioner, True
         if weight != 1.0:
+            # M stays the unweighted prior's covariance: a constant factor on M is the same as
+            # one on the step size, which dual averaging adapts
             term = weight * term
-            if precond is not None and name in ("fitted", "stationary"):
-                precond = _scaled(precond, 1.0 / weight)
         energy = term if energy is None else energy + term
     bounds = None if gaussian else (0.0, 1.0)
     return energy, precond, bounds
-
-
-class _scaled:
-    """``c * M``: the preconditioner matching a prior whose energy is weighted by ``1/c``."""
-
-    def __init__(self, inner, c: float):
-        self.inner, self.c = inner, float(c)
-
-    def apply(self, v):
-        return self.c * self.inner.apply(v)
-
-    def noise(self, like, generator=None):
-        return math.sqrt(self.c) * self.inner.noise(like, generator)
-
-    def inv_quad(self, v):
-        return self.inner.inv_quad(v) / self.c
-
-    def __repr__(self) -> str:
-        return f"{self.c:g} * {self.inner!r}"
 
 
 def _targets(args, model) -> list[int]:
@@ -361,7 +326,7 @@ def _sample_job(args, *, job: str = "sample") -> dict:
 
         train, _ = load_mnist("train")
     priors = [(n, w * prior_factor) for n, w in priors]
-    prior, precond, bounds = _build_prior(priors, model, shape, train)
+    prior, precond, bounds = _build_prior(priors, shape, train)
     if args.precondition == "none":
         precond = None
     elif args.precondition == "fourier":
