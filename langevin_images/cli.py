@@ -538,7 +538,7 @@ def _visualize(args: argparse.Namespace) -> None:
     _check_layers(model, args.layer)
     init = _read_image(args.init, args.size) if args.init else None
     card_layers = {}
-    rows, trees, table = [], {}, []
+    rows, trees, table, configs = [], {}, [], {}
     t0 = time.perf_counter()
     for layer in args.layer:
         n = layer_channels(model, layer, channels=getattr(model, "input_channels", 3))
@@ -555,6 +555,7 @@ def _visualize(args: argparse.Namespace) -> None:
         entry = {"channels": channels, "objective": vis.objective.tolist()}
         rows.append(vis.images)
         trees[safe] = vis.run.to_datatree(projections=0)
+        configs[safe] = vis.run.config
         energy = vis.run.stats["energy"]
         for i, c in enumerate(channels):
             table.append({"layer": layer, "channel": c, "objective": float(vis.objective[i]),
@@ -568,15 +569,17 @@ def _visualize(args: argparse.Namespace) -> None:
             grid = var.images.reshape(len(channels), args.chains, *var.images.shape[1:])
             _save_png(image_grid(grid.transpose(0, 1).numpy()), out / f"variety_{safe}.png")
             trees[f"{safe}_variety"] = var.run.to_datatree(chain_groups=var.channels)
+            configs[f"{safe}_variety"] = var.run.config
             entry["variety_objective"] = var.objective.tolist()
         _save_png(image_grid(vis.images[None].numpy()), out / f"layer_{safe}.png")
         card_layers[layer] = entry
     width = max(r.shape[0] for r in rows)
     padded = [torch.cat([r, torch.ones(width - r.shape[0], *r.shape[1:])]) for r in rows]
     _save_png(image_grid(torch.stack(padded).numpy()), out / "layers.png")
-    _write_descent_outputs(out, trees, table)
+    verdicts = _write_descent_outputs(out, trees, table)
     _write_card(out, {
         "job": "visualize", "argv": sys.argv[1:], "seed": args.seed, "model": _model_card(model),
+        "config": configs, "diagnostics": verdicts,
         "layers": card_layers, "size": args.size, "steps": args.steps,
         "step_size": args.step_size, "tv": args.tv, "blur": args.blur,
         "temperature": args.temperature,
@@ -586,8 +589,9 @@ def _visualize(args: argparse.Namespace) -> None:
          "layer), summary.csv, energy.png and run.json")  # fmt: skip
 
 
-def _write_descent_outputs(out: Path, trees: dict, table: list[dict]) -> None:
-    """run.nc with one group per run, summary.csv, and the energy traces (energy.png)."""
+def _write_descent_outputs(out: Path, trees: dict, table: list[dict]) -> dict:
+    """run.nc with one group per run, summary.csv, and the energy traces (energy.png);
+    returns each run's diagnostics verdict for the run card."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -603,6 +607,10 @@ def _write_descent_outputs(out: Path, trees: dict, table: list[dict]) -> None:
     pd.DataFrame(table).to_csv(out / "summary.csv", index=False, float_format="%.6g")
     plot_energy(trees).savefig(out / "energy.png")
     plt.close("all")
+    from .diagnostics import diagnose
+
+    return {name: {"verdict": str(v), "ok": v.ok} for name, v in
+            ((name, diagnose(dt)) for name, dt in trees.items())}  # fmt: skip
 
 
 def _read_image(spec: str, size: int | None):
@@ -664,9 +672,11 @@ def _dream(args: argparse.Namespace) -> None:
             table.append({"octave": k, "height": size[0], "width": size[1], "chain": c,
                           "energy_first_step": float(energy[c, 0]),
                           "energy_last_step": float(energy[c, -1])})  # fmt: skip
-    _write_descent_outputs(out, trees, table)
+    verdicts = _write_descent_outputs(out, trees, table)
     card = {
         "job": "dream", "argv": sys.argv[1:], "seed": args.seed, "model": _model_card(model),
+        "config": {f"octave_{k}": run.config for k, run in enumerate(d.runs)},
+        "diagnostics": verdicts,
         "layers": args.layer, "image": args.image, "guide": args.guide,
         "octaves": d.sizes, "steps_per_octave": args.steps, "step_size_255": args.step_size,
         "jitter": args.jitter, "temperature": args.temperature, "chains": args.chains,
