@@ -92,10 +92,10 @@ show(torch.stack([results["_blocks.9"].images, plain.images]),
 # columns: chains.
 
 # %%
-var = visualize_variety(results["_blocks.9"], model, chains_per_channel=4, temperature=0.05,
+var = visualize_variety(results["_blocks.9"], model, chains_per_channel=4, temperature=0.01,
                         steps=STEPS, progress=False)  # fmt: skip
 grid = var.images.reshape(CHANNELS, 4, *var.images.shape[1:])
-show(grid, "_blocks.9 at T = 0.05")
+show(grid, "_blocks.9 at T = 0.01")
 spread = [mean_pairwise_distance(g) for g in grid]
 print("mean pairwise L2 between the chains of each channel:", [round(s, 1) for s in spread])
 

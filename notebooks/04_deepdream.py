@@ -92,12 +92,12 @@ show(guided.images[None], "chelsea guided by coffee")
 # %% [markdown]
 # ## Stochastic dreams (T > 0)
 #
-# Four chains at $T = 0.05$ dream the same photo differently; their mean pairwise distance
+# Four chains at $T = 0.005$ dream the same photo differently; their mean pairwise distance
 # measures how different.
 
 # %%
-stochastic = dream(model, photo, "_blocks.9", steps_per_octave=STEPS, temperature=0.05, chains=4,
+stochastic = dream(model, photo, "_blocks.9", steps_per_octave=STEPS, temperature=0.005, chains=4,
                    progress=False)  # fmt: skip
-show(stochastic.images[None], "four dreams at T = 0.05")
+show(stochastic.images[None], "four dreams at T = 0.005")
 print("mean pairwise L2 between dreams:", round(mean_pairwise_distance(stochastic.images), 2))
 print("deterministic dream vs photo L2:", round(float((d.images - photo).norm()), 2))

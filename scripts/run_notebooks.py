@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.small:
         os.environ["LANGEVIN_IMAGES_SMALL"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend keeps the figures
     args.out.mkdir(parents=True, exist_ok=True)
     paths = sorted((ROOT / "notebooks").glob("[0-9]*.py"))
     if args.names:

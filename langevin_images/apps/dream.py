@@ -101,7 +101,9 @@ def dream(
     guide : Tensor, optional
         A guide image whose features are matched instead of amplified.
     temperature : float
-        0 for the deterministic dream; > 0 for stochastic dreams (unadjusted Langevin).
+        0 for the deterministic dream; > 0 for stochastic dreams (unadjusted Langevin), in
+        units of the energy normalized by its gradient magnitude: about 0.002-0.01 gives
+        dreams that differ in their details, 0.05 mostly adds noise (chelsea at 128 px).
     chains : int
         How many dreams of the same image (useful at T > 0).
     seed : int

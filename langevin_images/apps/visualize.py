@@ -179,7 +179,7 @@ def visualize_variety(
     model: nn.Module,
     *,
     chains_per_channel: int = 4,
-    temperature: float = 0.02,
+    temperature: float = 0.01,
     steps: int = 200,
     step_size: float = 0.02,
     tv: float = 0.0,
