@@ -376,6 +376,7 @@ def _sample_job(args, *, job: str = "sample") -> dict:
         print(f"{job}: {str(err).splitlines()[0]}; writing what was recorded", file=sys.stderr)
     seconds = time.perf_counter() - t0
 
+    _say(args, f"{job}: {seconds:.1f} s sampling; exporting, diagnosing and plotting")
     features = D.penultimate(model)
     dt = run.to_datatree(features=features, chain_groups=target_t.numpy())
     dt.to_netcdf(out / "run.nc")
