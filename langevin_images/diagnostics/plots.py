@@ -63,6 +63,7 @@ def _arviz(fn, dt, var_names, max_projections, max_vars, chains=None, **kwargs):
     names, coords = _selection(dt, var_names, max_projections, max_vars)
     chains = first_group_chains(dt) if chains is None else list(chains)
     coords = {**(coords or {}), "chain": chains}
+    kwargs.setdefault("figure_kwargs", {"layout": "constrained"})  # titles do not overlap
     return fn(dt, var_names=names, coords=coords, backend="matplotlib", **kwargs)
 
 
