@@ -343,7 +343,10 @@ def _sample_job(args, *, job: str = "sample") -> dict:
     x0 = start + 0.1 * torch.randn((len(target_t), *shape), generator=g)
     if bounds is not None:
         x0 = x0.clamp(0.01, 0.99)
-    schedule = None if args.schedule == "constant" else args.schedule
+    schedule = args.schedule or ("constant" if eps_card else "dual_averaging")
+    if eps_card and schedule != "constant":
+        eps_card["note"] = f"the {schedule} schedule changes the step size eps over the run"
+    schedule = None if schedule == "constant" else schedule
     if args.method != "mala" and schedule == "dual_averaging":
         schedule = None  # adapts to an acceptance rate, which only MALA has
     thin = args.thin or max(1, args.steps // 40)
@@ -732,7 +735,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help=f"NAME=WEIGHT, repeatable; NAME one of {', '.join(PRIORS)}")  # fmt: skip
     _sampling_options(s, steps=200, warmup=300, chains=4, temperature=0.1, lik=100.0)
     s.add_argument("--schedule", choices=("dual_averaging", "constant", "cosine", "polynomial",
-                                          "exponential"), default="dual_averaging")  # fmt: skip
+                                          "exponential"), default=None,
+                   help="default: dual_averaging, or constant with --eps1/2/3")  # fmt: skip
     s.add_argument("--precondition", choices=("auto", "none", "fourier"), default="auto",
                    help="auto: the fitted or stationary prior's covariance, if any")  # fmt: skip
     s.add_argument("--size", type=_positive_int, default=64, help="image side (RGB models)")

@@ -55,6 +55,8 @@ def test_three_epsilons_are_echoed_as_eps_t_lambda(tmp_path):
     assert p["epsilon"] == pytest.approx(0.01)
     assert p["temperature"] == pytest.approx(0.02**2 / (2 * 0.01))
     assert p["lambda_prior"] == pytest.approx(0.1) and p["lambda_lik"] == 1.0
+    steps = json.loads((out / "run.json").read_text())["config"]["schedule"]
+    assert steps.startswith("Constant")  # the user's eps is kept, not adapted
 
 
 def test_demo_at_tiny_settings(tmp_path, capsys):
