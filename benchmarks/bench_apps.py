@@ -6,6 +6,8 @@ backward pass of the same model on the same batch, measured side by side in one 
   recording) vs ``autograd.grad`` of the plain activation energy (no transform), and vs
   ``autograd.grad`` of the energy as sampled (with its random affine transform): the second
   ratio is the sampler's own share.
+- Class visualization: the same at the class likelihood of all of lite0 (8 classes), the
+  deepest energy there is, with the same transform, preconditioner and bounds.
 - DeepDream: lite0, layer ``_blocks.9``, one chelsea photo at 192 px (the last octave's size);
   a step of the octave's run (random roll, normalized descent) vs ``autograd.grad`` of the
   plain ``DreamEnergy``.
@@ -31,7 +33,14 @@ import langevin_images as li
 from langevin_images.apps.visualize import _energy, _preconditioner
 from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import load_photo
-from langevin_images.energies import ActivationEnergy, DreamEnergy, RandomRoll, Transformed
+from langevin_images.energies import (
+    ActivationEnergy,
+    ClassLikelihood,
+    DreamEnergy,
+    RandomAffine,
+    RandomRoll,
+    Transformed,
+)
 from langevin_images.models import load_model
 
 LAYER = "_blocks.9"
@@ -73,6 +82,15 @@ def main() -> None:
             preconditioner=precond, bounds=(0.0, 1.0), normalize_step=True, progress=False,
         )  # fmt: skip
 
+    classes = ClassLikelihood(model, list(range(0, 800, 100)))
+    cls_energy = Transformed(classes, RandomAffine(8, (0.95, 1.05), 5.0, seed=0))
+
+    def cls_run(steps):
+        li.sample(
+            cls_energy, x_am, steps=steps, method="descent", step_size=0.05,
+            preconditioner=precond, bounds=(0.0, 1.0), normalize_step=True, progress=False,
+        )  # fmt: skip
+
     photo = load_photo("chelsea", 192)
     plain_dd = DreamEnergy(model, [LAYER])
     dd_energy = Transformed(plain_dd, RandomRoll(32, seed=0))
@@ -86,6 +104,7 @@ def main() -> None:
     results = {}
     for name, run_fn, plain, full, x in (
         ("activation_maximization", am_run, plain_am, am_energy, x_am),
+        ("class_visualization", cls_run, classes, cls_energy, x_am),
         ("deepdream", dd_run, plain_dd, dd_energy, photo),
     ):
         fwd_bwd(plain, x, 2)
