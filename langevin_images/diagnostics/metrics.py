@@ -34,9 +34,16 @@ __all__ = [
 ]
 
 
+def _on_model(model: nn.Module, x: Tensor) -> Tensor:
+    """``x`` on the model's device and in its dtype (recorded draws live on the CPU)."""
+    p = next(iter(model.parameters()), None)
+    return x if p is None else x.to(device=p.device, dtype=p.dtype)
+
+
 def penultimate(model: nn.Module, *, batch_size: int = 256) -> Callable[[Tensor], Tensor]:
     """``images -> features``: the input of the model's last ``nn.Linear`` (its penultimate
-    representation), flattened to ``(N, F)``, without gradients and in batches."""
+    representation), flattened to ``(N, F)``, without gradients and in batches, computed on
+    the model's device and returned on the images' device."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to take features before")
@@ -54,12 +61,12 @@ def penultimate(model: nn.Module, *, batch_size: int = 256) -> Callable[[Tensor]
             with torch.no_grad():
                 for start in range(0, x.shape[0], batch_size):
                     try:
-                        model(x[start : start + batch_size])
+                        model(_on_model(model, x[start : start + batch_size]))
                     except _Stop:
                         pass
         finally:
             handle.remove()
-        return torch.cat(out)
+        return torch.cat(out).to(x.device)
 
     return features
 
@@ -126,7 +133,10 @@ def judge_probability(
 def _logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
     with torch.no_grad():
         return torch.cat(
-            [model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)]
+            [
+                model(_on_model(model, images[i : i + batch_size])).to(images.device)
+                for i in range(0, images.shape[0], batch_size)
+            ]
         )
 
 
