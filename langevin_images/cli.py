@@ -148,17 +148,6 @@ def _save_png(array, path: Path) -> None:
     Image.fromarray(array).save(path)
 
 
-def _grid_of_runs(samples, draws: int = 8):
-    """``(chain, draw, C, H, W)`` tensor -> uint8 grid, chains as rows, ``draws`` columns."""
-    import torch
-
-    from .diagnostics.plots import image_grid
-
-    n = samples.shape[1]
-    idx = torch.linspace(0, n - 1, min(draws, n)).round().long()
-    return image_grid(samples[:, idx].clamp(0, 1).numpy())
-
-
 def _write_diagnostics(dt, out: Path, args) -> tuple:
     """Summary table, verdict and plots of a run's DataTree into ``out``."""
     import matplotlib
@@ -303,6 +292,7 @@ def _sample_job(args, *, job: str = "sample") -> dict:
     import torch
 
     from . import diagnostics as D
+    from .diagnostics.plots import draws_grid, image_grid
     from .energies import ClassLikelihood
     from .samplers import DivergenceError, sample
 
@@ -383,12 +373,10 @@ def _sample_job(args, *, job: str = "sample") -> dict:
     features = D.penultimate(model)
     dt = run.to_datatree(features=features, chain_groups=target_t.numpy())
     dt.to_netcdf(out / "run.nc")
-    _save_png(_grid_of_runs(run.samples), out / "samples.png")
+    _save_png(draws_grid(dt), out / "samples.png")
     final = run.samples[:, -1].clamp(0, 1)
     # the final draws, one column per target
     by_target = final.reshape(len(targets), per, *shape).transpose(0, 1)
-    from .diagnostics.plots import image_grid
-
     _save_png(image_grid(by_target.numpy()), out / "final.png")
     verdict, worst, written = _write_diagnostics(dt, out, args)
 
@@ -424,13 +412,14 @@ def _metrics(args, model, final, target_t, targets, per, prior) -> dict:
     import torch
 
     from . import diagnostics as D
+    from .diagnostics.metrics import _logits
 
     out: dict = {}
     judge = None
     if args.model in MNIST_MODELS:
         judge = _load_model("mnist-judge" if args.model == "mnist" else "mnist")
         out["judge"] = judge.name
-        logits = torch.cat([judge(final[i : i + 256]) for i in range(0, len(final), 256)])
+        logits = _logits(judge, final)
         hit = (logits.argmax(1) == target_t).double()
         out["judge_top1"] = float(hit.mean())
         out["judge_top1_per_target"] = {str(c): float(hit[target_t == c].mean()) for c in targets}
@@ -625,20 +614,18 @@ def _read_image(spec: str, size: int | None):
     path = Path(spec)
     if not path.exists():
         raise BadInput(f"no image {spec!r}: give a file or one of {', '.join(PHOTOS)}")
+    import numpy as np
     import torch
-    import torch.nn.functional as F
     from PIL import Image, UnidentifiedImageError
+
+    from .datasets import resize_image
 
     try:
         img = Image.open(path).convert("RGB")
     except (UnidentifiedImageError, OSError):
         raise BadInput(f"{spec}: not an image file PIL can read") from None
-    x = torch.from_numpy(__import__("numpy").asarray(img).copy()).permute(2, 0, 1)[None] / 255.0
-    if size is not None:
-        h, w = x.shape[-2:]
-        new = (size, round(w * size / h)) if h <= w else (round(h * size / w), size)
-        x = F.interpolate(x, size=new, mode="bilinear", antialias=True, align_corners=False)
-    return x.clamp(0, 1)
+    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None] / 255.0
+    return resize_image(x, size)
 
 
 def _dream(args: argparse.Namespace) -> None:

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["PHOTOS", "load_mnist", "load_photo", "mnist_dir", "photo_color_covariance"]
+__all__ = [
+    "PHOTOS",
+    "load_mnist",
+    "load_photo",
+    "mnist_dir",
+    "photo_color_covariance",
+    "resize_image",
+]
 
 _FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60000),
@@ -81,11 +88,18 @@ def load_photo(name: str, size: int | tuple[int, int] | None = None) -> torch.Te
     ``chelsea``, ``coffee``: CC0) as a ``(1, 3, H, W)`` float tensor in [0, 1], optionally
     resized (``size`` the shorter side, or ``(H, W)``), antialiased."""
     import skimage.data
-    import torch.nn.functional as F
 
     if name not in PHOTOS:
         raise ValueError(f"unknown photo {name!r}: one of {', '.join(PHOTOS)}")
     img = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
+    return resize_image(img, size)
+
+
+def resize_image(img: torch.Tensor, size: int | tuple[int, int] | None) -> torch.Tensor:
+    """``(N, C, H, W)`` images resized (bilinear, antialiased) so that the shorter side is
+    ``size``, or to ``(H, W)``; None leaves them as they are. Clamped to [0, 1]."""
+    import torch.nn.functional as F
+
     if size is not None:
         if isinstance(size, int):
             h, w = img.shape[-2:]

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ..energies import DreamEnergy, RandomRoll, Transformed
 from ..samplers import Run, sample
+from ..samplers.kernel import drift_magnitude
 from ..samplers.kernel import init as init_state
 
 __all__ = ["Dream", "dream", "octave_sizes"]
@@ -138,7 +139,7 @@ def dream(
         if temperature == 0:
             run = sample(energy, x0, method="descent", normalize_step=True, **common)
         else:
-            magnitude = float(init_state(energy, x0, None).drift.abs().flatten(1).mean())
+            magnitude = float(drift_magnitude(init_state(energy, x0, None)).mean())
             run = sample(
                 (1.0 / max(magnitude, 1e-12)) * energy,
                 x0,

@@ -23,11 +23,16 @@ from torch import Tensor, nn
 
 from ..datasets import photo_color_covariance
 from ..energies import ActivationEnergy, BlurPenalty, RandomAffine, TotalVariation, Transformed
+from ..energies.base import model_parameter
 from ..energies.features import capture
 from ..samplers import Box, ColorFourier, Fourier, Run, sample
+from ..samplers.kernel import drift_magnitude
 from ..samplers.kernel import init as init_state
 
 __all__ = ["Visualization", "layer_channels", "visualize", "visualize_layers", "visualize_variety"]
+
+
+SCALE, DEGREES = (0.95, 1.05), 5.0  # the random transform's zoom range and rotation
 
 
 @dataclass
@@ -51,7 +56,7 @@ def layer_channels(model: nn.Module, layer: str, *, size: int = 64, channels: in
 
 
 def _dtype(model: nn.Module) -> torch.dtype:
-    p = next(iter(model.parameters()), None)
+    p = model_parameter(model)
     return p.dtype if p is not None else torch.float32
 
 
@@ -99,8 +104,8 @@ def visualize(
     tv: float = 0.0,
     blur: float = 0.0,
     jitter: int | None = None,
-    scale: tuple[float, float] = (0.95, 1.05),
-    degrees: float = 5.0,
+    scale: tuple[float, float] = SCALE,
+    degrees: float = DEGREES,
     decorrelate: bool = True,
     decay: float = 1.0,
     seed: int = 0,
@@ -142,7 +147,6 @@ def visualize(
         Keep every ``thin``-th step in the run (default: 8 draws).
     """
     c = getattr(model, "input_channels", 3)
-    n_all = None
     if channels is None or isinstance(channels, int):
         n_all = layer_channels(model, layer, channels=c)
         channels = list(range(n_all if channels is None else min(channels, n_all)))
@@ -198,12 +202,12 @@ def visualize_variety(
         raise ValueError("visualize_variety needs temperature > 0 (T = 0 is visualize)")
     c, size = vis.images.shape[1], vis.images.shape[-1]
     channels = [k for k in vis.channels for _ in range(chains_per_channel)]
-    act, energy = _energy(model, vis.layer, channels, None, size, None, (0.95, 1.05), 5.0, tv, seed)
+    act, energy = _energy(model, vis.layer, channels, None, size, None, SCALE, DEGREES, tv, seed)
     x0 = vis.images.repeat_interleave(chains_per_channel, 0).clamp(0.01, 0.99)
     precond = _preconditioner(c, size, decorrelate, decay)
     box = Box(0.0, 1.0)
     state = init_state(box.wrap(energy, 0.0), box.to_unconstrained(x0), precond)
-    weight = 1.0 / max(float(state.drift.abs().flatten(1).mean()), 1e-12)
+    weight = 1.0 / max(float(drift_magnitude(state).mean()), 1e-12)
     run = sample(
         weight * energy,
         x0,

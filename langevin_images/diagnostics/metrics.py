@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..energies.base import model_parameter
+
 __all__ = [
     "class_entropy",
     "diversity",
@@ -36,7 +38,7 @@ __all__ = [
 
 def _on_model(model: nn.Module, x: Tensor) -> Tensor:
     """``x`` on the model's device and in its dtype (recorded draws live on the CPU)."""
-    p = next(iter(model.parameters()), None)
+    p = model_parameter(model)
     return x if p is None else x.to(device=p.device, dtype=p.dtype)
 
 

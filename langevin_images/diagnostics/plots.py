@@ -23,6 +23,7 @@ from .convergence import scalar_names
 
 __all__ = [
     "chain_frames",
+    "draws_grid",
     "first_group_chains",
     "image_grid",
     "plot_autocorr",
@@ -194,6 +195,11 @@ def image_grid(
     return _to_uint8(grid)
 
 
+def draws_grid(dt: xr.DataTree, *, chains: Sequence[int] | None = None, draws: int = 8):
+    """Chains (rows) × evenly spaced draws (columns) of an image run, as a uint8 array."""
+    return image_grid(_draws(dt, chains, draws))
+
+
 def _draws(dt: xr.DataTree, chains, draws: int) -> np.ndarray:
     img = dt["posterior"]["image"]
     chains = range(img.sizes["chain"]) if chains is None else chains
@@ -206,7 +212,7 @@ def plot_image_grid(
     dt: xr.DataTree, *, chains: Sequence[int] | None = None, draws: int = 8, scale: float = 1.0
 ):
     """Chains (rows) × evenly spaced draws (columns) of an image run, as a figure."""
-    grid = image_grid(_draws(dt, chains, draws))
+    grid = draws_grid(dt, chains=chains, draws=draws)
     h, w = grid.shape[:2]
     fig = plt.figure(figsize=(scale * w / 60 + 0.5, scale * h / 60 + 0.5))
     ax = fig.add_axes((0.05, 0.05, 0.9, 0.9))

@@ -125,6 +125,11 @@ class Sum(Energy):
         return " + ".join(repr(p) for p in self.parts)
 
 
+def model_parameter(model) -> Tensor | None:
+    """The model's first parameter (its device and dtype), or None if it has none."""
+    return next(iter(model.parameters()), None)
+
+
 def per_chain_sum(t: Tensor) -> Tensor:
     """Sum over every dimension but the first."""
     return t.reshape(t.shape[0], -1).sum(1)

@@ -313,7 +313,7 @@ def sample(
                 acc_sum.zero_()
             eps = sched.step_size(sched_state)
             if normalize_step:
-                eps = eps / state.drift.abs().flatten(1).mean(1).to(eps).clamp_min(1e-12)
+                eps = eps / kernel.drift_magnitude(state).to(eps).clamp_min(1e-12)
             state, info = kernel.step(
                 state,
                 energy_fn,

@@ -66,6 +66,12 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
     return energy, grad
 
 
+def drift_magnitude(state: LangevinState) -> Tensor:
+    """Mean absolute preconditioned gradient ``mean|M grad E|`` per chain, ``(chains,)``: the
+    scale ``normalize_step`` divides the step by, and the apps scale their energies by."""
+    return state.drift.abs().flatten(1).mean(1)
+
+
 def energy_grad_terms(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """``energy_and_grad`` plus the named terms of an energy that reports them through an
     ``evaluate(x) -> (total, terms)`` method (``langevin_images.energies.Energy`` does)."""
