@@ -77,22 +77,30 @@ def random_directions(n: int, dim: int, seed: int) -> np.ndarray:
     return (d / d.norm(dim=1, keepdim=True)).numpy()
 
 
-def _project_blocks(
-    pos: xr.Variable, directions: np.ndarray, fn: Callable | None, block: int
-) -> np.ndarray:
-    """``fn(images) @ directions.T`` for every (chain, draw), ``block`` draws at a time."""
+def _projections(
+    pos: xr.Variable, n: int, seed: int, features: Callable | None, block: int
+) -> dict[str, np.ndarray]:
+    """Pixels, and ``features(images)`` if given, projected on ``n`` seeded random unit
+    directions (``seed`` and ``seed + 1``) for every (chain, draw), in one pass over the draws,
+    ``block`` draws at a time; each direction set is drawn once the dimension is known."""
     chains, draws = pos.shape[:2]
-    out = np.empty((chains, draws, directions.shape[0]))
+    maps = {"pixel_projection": (None, seed)}
+    if features is not None:
+        maps["feature_projection"] = (features, seed + 1)
+    out = {name: np.empty((chains, draws, n)) for name in maps}
+    directions: dict[str, np.ndarray] = {}
     for start in range(0, draws, block):
         x = np.ascontiguousarray(pos[:, start : start + block].values)
-        flat = torch.from_numpy(x.reshape(-1, *x.shape[2:]))
-        if fn is not None:
+        images = torch.from_numpy(x.reshape(-1, *x.shape[2:]))
+        for name, (fn, s) in maps.items():
             with torch.no_grad():
-                flat = fn(flat)
-        flat = flat.reshape(flat.shape[0], -1).to(torch.float64).numpy()
-        out[:, start : start + x.shape[1]] = (flat @ directions.T).reshape(
-            chains, -1, len(directions)
-        )
+                v = images if fn is None else fn(images)
+            v = v.reshape(v.shape[0], -1).to(torch.float64).numpy()
+            if name not in directions:
+                directions[name] = random_directions(n, v.shape[1], s)
+            out[name][:, start : start + x.shape[1]] = (v @ directions[name].T).reshape(
+                chains, -1, n
+            )
     return out
 
 
@@ -168,17 +176,10 @@ def to_datatree(
             posterior[term if term not in posterior else key] = (["chain", "draw"], kept)
     if projections > 0 and n_draws > 0:
         attrs["projection_seed"] = int(projection_seed)
-        dim = int(np.prod(rec.position_shape))
-        directions = random_directions(projections, dim, projection_seed)
-        proj = _project_blocks(pos, directions, None, block_draws)
-        posterior["pixel_projection"] = (["chain", "draw", "projection"], proj)
-        if features is not None:
-            probe = pos[:1, :1].values.reshape(1, *rec.position_shape)
-            with torch.no_grad():
-                n_feat = features(torch.from_numpy(np.ascontiguousarray(probe))).reshape(1, -1)
-            fdir = random_directions(projections, n_feat.shape[1], projection_seed + 1)
-            fproj = _project_blocks(pos, fdir, features, block_draws)
-            posterior["feature_projection"] = (["chain", "draw", "projection"], fproj)
+        for name, values in _projections(
+            pos, projections, projection_seed, features, block_draws
+        ).items():
+            posterior[name] = (["chain", "draw", "projection"], values)
     groups = {
         "posterior": xr.Dataset(posterior, coords=coords, attrs=attrs),
         "sample_stats": xr.Dataset(
