@@ -53,14 +53,6 @@ def _groups(dt: xr.DataTree, groups) -> np.ndarray:
     return groups
 
 
-def _by_group(da: xr.DataArray, groups: np.ndarray, fn) -> list[tuple[object, xr.DataArray]]:
-    out = []
-    for g in pd.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        out.append((g, fn(da.isel(chain=idx))))
-    return out
-
-
 def _stat(da: xr.DataArray, kind: str) -> xr.DataArray:
     if kind == "r_hat":
         return azs.rhat(da)
@@ -71,6 +63,14 @@ def _stat(da: xr.DataArray, kind: str) -> xr.DataArray:
     if kind == "mcse_mean":
         return azs.mcse(da, method="mean")
     raise ValueError(kind)
+
+
+def _worst_over_groups(da: xr.DataArray, groups: np.ndarray, kind: str) -> xr.DataArray:
+    """``kind`` (see ``_stat``) within each chain group, then the worst group: the largest
+    R-hat or MCSE, the smallest ESS."""
+    per = [_stat(da.isel(chain=np.flatnonzero(groups == g)), kind) for g in pd.unique(groups)]
+    stacked = xr.concat(per, dim="group")
+    return stacked.max("group") if kind in ("r_hat", "mcse_mean") else stacked.min("group")
 
 
 def summary(
@@ -91,13 +91,10 @@ def summary(
     for name in names:
         da = post[name]
         extra = [d for d in da.dims if d not in SAMPLE_DIMS]
-        stats = {}
-        for kind in ("r_hat", "ess_bulk", "ess_tail", "mcse_mean"):
-            per = [v for _, v in _by_group(da, labels, lambda a, k=kind: _stat(a, k))]
-            stacked = xr.concat(per, dim="group")
-            stats[kind] = (
-                stacked.max("group") if kind in ("r_hat", "mcse_mean") else (stacked.min("group"))
-            )
+        stats = {
+            kind: _worst_over_groups(da, labels, kind)
+            for kind in ("r_hat", "ess_bulk", "ess_tail", "mcse_mean")
+        }
         stats["mean"] = da.mean(SAMPLE_DIMS)
         stats["sd"] = da.std(SAMPLE_DIMS)
         if extra:
@@ -129,12 +126,9 @@ def pixel_maps(
     for start in range(0, n, block_rows):
         part = da.isel({spatial: slice(start, start + block_rows)}) if spatial else da
         part = part.load()
-        r = xr.concat([v for _, v in _by_group(part, labels, azs.rhat)], "group").max("group")
-        e = xr.concat(
-            [v for _, v in _by_group(part, labels, lambda a: azs.ess(a, method="bulk"))],
-            "group",
-        ).min("group")
-        blocks.append(xr.Dataset({"r_hat": r, "ess_bulk": e}))
+        blocks.append(
+            xr.Dataset({k: _worst_over_groups(part, labels, k) for k in ("r_hat", "ess_bulk")})
+        )
     return xr.concat(blocks, spatial) if spatial else blocks[0]
 
 
