@@ -51,6 +51,29 @@ class _InfGradBeyondOne(torch.autograd.Function):
         return g
 
 
+@pytest.mark.parametrize("method", ["ula", "descent"])
+def test_unadjusted_methods_reject_non_finite_proposals(method):
+    """ULA and descent accept every finite proposal and keep the chain where a proposal's
+    energy is NaN (the path that skips the selection when every chain moved included)."""
+
+    def energy(x):
+        e = quad(x - 2.0)  # pulls every chain towards x = 2, through the NaN wall at x0 = 1
+        return torch.where(x[:, 0] > 1.0, torch.full_like(e, float("nan")), e)
+
+    x0 = torch.zeros((8, 3))
+    run = li.sample(
+        energy, x0, steps=60, method=method, step_size=0.2, temperature=0.01, seed=1,
+        progress=False,
+        max_divergences_in_a_row=1000,
+    )  # fmt: skip
+    div = run.stats["diverging"]
+    assert div.any() and not run.stats["is_accepted"][div].any()
+    assert (run.stats["is_accepted"][~div]).all()
+    assert torch.isfinite(run.samples).all() and (run.samples[..., 0] <= 1.0).all()
+    # every chain moved up to the wall and stays on this side of it
+    assert (run.final_position[:, 0] > 0.5).all()
+
+
 def test_inf_gradient_is_a_divergence_too():
     run = li.sample(
         lambda x: quad(x) + _InfGradBeyondOne.apply(x),

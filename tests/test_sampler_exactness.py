@@ -379,3 +379,17 @@ def test_per_chain_step_sizes_are_used():
 
 def test_z_crit_is_the_bonferroni_quantile():
     assert math.isclose(z_crit(0.01, 1), 2.5758, rel_tol=1e-4)
+
+
+def test_inexact_grad_drift_of_unadjusted_steps_matches_float64():
+    """ULA and descent keep g^T M g in the position's dtype (a finiteness check only)."""
+    from langevin_images.samplers import ColorFourier, kernel
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((4, 3, 16, 16), generator=g)
+    pc = ColorFourier((16, 16), torch.eye(3) + 0.5)
+    energy = lambda v: 0.5 * v.square().flatten(1).sum(1) + v.flatten(1)[:, 0]  # noqa: E731
+    exact = kernel.evaluate(energy, x, pc)
+    fast = kernel.evaluate(energy, x, pc, exact=False)
+    assert fast.grad_drift.dtype == torch.float64
+    torch.testing.assert_close(fast.grad_drift, exact.grad_drift, rtol=1e-5, atol=0)

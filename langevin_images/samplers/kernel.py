@@ -69,7 +69,8 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
 def drift_magnitude(state: LangevinState) -> Tensor:
     """Mean absolute preconditioned gradient ``mean|M grad E|`` per chain, ``(chains,)``: the
     scale ``normalize_step`` divides the step by, and the apps scale their energies by."""
-    return state.drift.abs().flatten(1).mean(1)
+    flat = state.drift.flatten(1)
+    return torch.linalg.vector_norm(flat, 1, dim=1) / flat.shape[1]
 
 
 def energy_grad_terms(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
@@ -104,12 +105,21 @@ def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
 
 
 def evaluate(
-    energy_fn: EnergyFn, position: Tensor, preconditioner: Preconditioner
+    energy_fn: EnergyFn, position: Tensor, preconditioner: Preconditioner, *, exact: bool = True
 ) -> LangevinState:
-    """The state at ``position``: one energy+gradient evaluation and one application of M."""
+    """The state at ``position``: one energy+gradient evaluation and one application of M.
+
+    ``exact=False`` accumulates ``g^T M g`` in the position's dtype: enough for what ULA and
+    descent use it for (a finiteness check), and one pass over the gradient instead of three.
+    MALA's accept step needs the float64 sum (the default).
+    """
     energy, grad, terms = energy_grad_terms(energy_fn, position)
     drift = preconditioner.apply(grad)
-    return LangevinState(position.detach(), energy, grad, drift, _flat_dot(grad, drift), terms)
+    if exact:
+        grad_drift = _flat_dot(grad, drift)
+    else:
+        grad_drift = torch.linalg.vecdot(grad.flatten(1), drift.flatten(1)).to(torch.float64)
+    return LangevinState(position.detach(), energy, grad, drift, grad_drift, terms)
 
 
 def init(
@@ -188,11 +198,11 @@ def step(
         raise ValueError("MALA needs temperature > 0; use the descent method for T = 0")
     x = state.position
     eps = _per_chain(step_size.to(x.dtype), x)
-    proposal = x - eps * state.drift
+    proposal = torch.addcmul(x, eps, state.drift, value=-1.0)
     if temperature > 0:
         noise = preconditioner.noise(x, generator)
-        proposal = proposal + torch.sqrt(2.0 * eps * temperature) * noise
-    prop = evaluate(energy_fn, proposal, preconditioner)
+        proposal = proposal.addcmul_(torch.sqrt(2.0 * eps * temperature), noise)
+    prop = evaluate(energy_fn, proposal, preconditioner, exact=adjust)
     # g^T M g is finite exactly when every entry of the gradient is (barring overflow to inf,
     # which is a divergence too), and costs nothing more: it is cached for the next step
     finite = torch.isfinite(prop.energy) & torch.isfinite(prop.grad_drift)
@@ -207,6 +217,12 @@ def step(
         acceptance_prob = finite.to(torch.float64)
         accepted = finite
 
+    info = LangevinInfo(acceptance_prob, accepted, ~finite, prop.energy)
+    if not adjust and x.device.type == "cpu" and bool(accepted.all()):
+        # every chain moves: the proposal is the new state. On the CPU this check is free and
+        # saves a pass over three image-sized tensors; on an accelerator it would force a sync
+        # per step, and the selection below is cheap there
+        return prop, info
     keep = _per_chain(accepted, x)
     new_state = LangevinState(
         torch.where(keep, prop.position, x),
@@ -216,4 +232,4 @@ def step(
         torch.where(accepted, prop.grad_drift, state.grad_drift),
         {k: torch.where(accepted, v, state.terms[k]) for k, v in prop.terms.items()},
     )
-    return new_state, LangevinInfo(acceptance_prob, accepted, ~finite, prop.energy)
+    return new_state, info
