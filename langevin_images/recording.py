@@ -4,7 +4,8 @@ Both recorders share one interface (after emcee's backends)::
 
     rec.start(chains=..., warmup=..., steps=..., thin=..., position_shape=..., dtype=...,
               attrs=...)
-    rec.save_step(t, position, stats)     # every global step t = 0 .. warmup + steps - 1
+    rec.save_step(t, position, stats)     # every global step t = 0 .. warmup + steps - 1;
+                                          # position may be None where rec.keeps(t) is False
     rec.close()
     rec.get_chain(discard=0, thin=1)      # (chain, draw, ...) draws after warmup, thinned
     rec.get_stats()                       # name -> (chain, step), warmup included
@@ -55,7 +56,11 @@ class Recorder:
         self.attrs = dict(attrs or {})
         self.completed = 0  # steps saved so far
 
-    def save_step(self, t: int, position: Tensor, stats: dict[str, Tensor]) -> None:
+    def keeps(self, t: int) -> bool:
+        """Whether global step ``t`` keeps a draw (the caller may pass no position if not)."""
+        return draw_index(t, self.warmup, self.thin) is not None
+
+    def save_step(self, t: int, position: Tensor | None, stats: dict[str, Tensor]) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -86,7 +91,7 @@ class MemoryRecorder(Recorder):
         )
         self._stats: dict[str, Tensor] = {}
 
-    def save_step(self, t: int, position: Tensor, stats: dict[str, Tensor]) -> None:
+    def save_step(self, t: int, position: Tensor | None, stats: dict[str, Tensor]) -> None:
         if not self._stats:
             self._stats = {
                 k: torch.empty((self.chains, self.total), dtype=v.dtype, device=v.device)
@@ -180,7 +185,7 @@ class NetCDFRecorder(Recorder):
         draws = max(1, min(per_flush, target_bytes // max(per_draw * chains, 1)))
         return (chains, draws, *self.position_shape)
 
-    def save_step(self, t: int, position: Tensor, stats: dict[str, Tensor]) -> None:
+    def save_step(self, t: int, position: Tensor | None, stats: dict[str, Tensor]) -> None:
         if not self._buf_stats:
             for k, v in stats.items():
                 dtype = v.dtype if v.dtype in _NP_DTYPES else torch.float64

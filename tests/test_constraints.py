@@ -95,3 +95,12 @@ def test_named_terms_are_recorded_under_bounds_too():
     x = run.samples[:, -1]
     assert set(run.stats) >= {"term_prior_gaussian", "term_prior_tv"}
     torch.testing.assert_close(run.stats["term_prior_gaussian"][:, -1], GaussianPrior(sigma=0.3)(x))
+
+
+def test_logistic_map_of_any_box():
+    z = torch.linspace(-6, 6, 25, dtype=torch.float64)
+    for lo, hi in ((0.0, 1.0), (-1.0, 2.5)):
+        box = Box(lo, hi)
+        torch.testing.assert_close(box.to_constrained(z), lo + (hi - lo) * torch.sigmoid(z))
+        torch.testing.assert_close(box.to_constrained(box.to_unconstrained(box.to_constrained(z))),
+                                   box.to_constrained(z))  # fmt: skip

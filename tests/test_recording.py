@@ -19,6 +19,12 @@ def test_draw_index():
     assert [draw_index(t, 4, 2) for t in kept] == [0, 1, 2]
 
 
+def test_keeps_is_draw_index():
+    rec = MemoryRecorder()
+    rec.start(chains=1, warmup=4, steps=6, thin=2, position_shape=(1,), dtype=torch.float32)
+    assert [t for t in range(10) if rec.keeps(t)] == [5, 7, 9]
+
+
 def _run(record_to, **kw):
     target = stationary_image_gaussian(6, 6)
     x0 = target.draw(5, torch.Generator().manual_seed(0), torch.float32)

@@ -333,7 +333,7 @@ def sample(
             sched_state = sched.update(sched_state, t, info.acceptance_prob)
             recorder.save_step(
                 t,
-                to_image(state.position),
+                to_image(state.position) if recorder.keeps(t) else None,
                 {
                     "acceptance_prob": info.acceptance_prob,
                     "is_accepted": info.is_accepted,
