@@ -3,8 +3,11 @@ activation and style energies, hooks, transforms, and terms recorded by the samp
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import tiny_cnn
 
 import langevin_images as li
@@ -196,6 +199,22 @@ def test_transformed_energy_is_seeded_and_shape_preserving():
     assert not torch.allclose(t1(x), a)  # a fresh transform at every call
     assert RandomAffine(0)(x).shape == x.shape
     torch.testing.assert_close(RandomAffine(0)(x), x, atol=1e-6, rtol=0)
+
+
+def test_random_affine_grid_is_affine_grid_with_the_same_draws():
+    """The broadcast sampling grid equals F.affine_grid's for the same random numbers."""
+    x = torch.rand((5, 3, 20, 28), dtype=torch.float64)
+    seed, jitter, scale, degrees = 4, 6, (0.8, 1.2), 20.0
+    u = torch.rand((5, 4), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    angle = (2 * u[:, 0] - 1) * math.radians(degrees)
+    s = scale[0] + (scale[1] - scale[0]) * u[:, 1]
+    tx, ty = (2 * u[:, 2] - 1) * jitter * 2 / 28, (2 * u[:, 3] - 1) * jitter * 2 / 20
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    expected = F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
+    got = RandomAffine(jitter, scale, degrees, seed=seed)(x)
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
 def test_style_energies_vanish_at_their_targets():

@@ -20,6 +20,11 @@ from .base import Energy
 __all__ = ["RandomAffine", "RandomRoll", "Transformed"]
 
 
+def _col(v: Tensor) -> Tensor:
+    """``(N,)`` to ``(N, 1, 1)``."""
+    return v[:, None, None]
+
+
 class RandomAffine:
     """Per-chain random shift (``jitter`` pixels), scale and rotation, reflection-padded.
 
@@ -62,9 +67,13 @@ class RandomAffine:
         s = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 1]
         tx = (2 * u[:, 2] - 1) * self.jitter * 2 / w
         ty = (2 * u[:, 3] - 1) * self.jitter * 2 / h
-        cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
-        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        cos, sin = _col(torch.cos(angle) / s), _col(torch.sin(angle) / s)
+        # the sampling grid of F.affine_grid(align_corners=False), built by broadcasting the
+        # (N, 1, 1) coefficients against pixel-centre coordinates: no (N, H*W, 3) @ (3, 2)
+        # batched product, and half the time
+        u = ((torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1)[None, None, :]
+        v = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1)[None, :, None]
+        grid = torch.stack([cos * u - sin * v + _col(tx), sin * u + cos * v + _col(ty)], -1)
         return F.grid_sample(
             x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
