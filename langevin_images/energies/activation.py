@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Energy, check_images, per_chain_mean
+from .base import Energy, check_images, on_device, per_chain_mean
 from .features import capture, resolve_layers
 
 __all__ = ["ActivationEnergy", "DreamEnergy", "activation_objective", "guided_objective"]
@@ -104,9 +104,8 @@ class ActivationEnergy(Energy):
         neuron = self.neuron
         if neuron == "center":
             neuron = (act.shape[2] // 2, act.shape[3] // 2)
-        return -activation_objective(
-            act, channel=self.channel, neuron=neuron, direction=self.direction
-        )
+        channel = None if self.channel is None else on_device(self, "channel", act)
+        return -activation_objective(act, channel=channel, neuron=neuron, direction=self.direction)
 
     def __repr__(self) -> str:
         what = (

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SUMMARY_PREFIX, Energy, check_images
+from .base import SUMMARY_PREFIX, Energy, check_images, on_device
 
 __all__ = ["ClassLikelihood", "class_index", "class_nll"]
 
@@ -89,10 +89,11 @@ class ClassLikelihood(Energy):
             x = F.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
         return self.model(x)
 
-    def _targets(self, n: int, device) -> Tensor:
+    def _targets(self, x: Tensor) -> Tensor:
+        n = x.shape[0]
         if len(self.target) not in (1, n):
             raise ValueError(f"ClassLikelihood has {len(self.target)} targets for {n} chains")
-        return self.target.to(device).expand(n)
+        return on_device(self, "target", x).expand(n)
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The energy, and the summary ``log_prob_target``: ``log p(y = c | x)`` at the
@@ -117,7 +118,7 @@ class ClassLikelihood(Energy):
                 f"class index {int(self.target.max())} out of range: the model "
                 f"has {logits.shape[1]} classes"
             )
-        return logits, self._targets(x.shape[0], x.device)
+        return logits, self._targets(x)
 
     def __repr__(self) -> str:
         t = self.target.tolist()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..samplers.preconditioners import Dense, Fourier, LowRankPlusDiagonal
-from .base import Energy, check_images, per_chain_sum
+from .base import Energy, check_images, on_device, per_chain_sum
 
 __all__ = [
     "BlurEvery",
@@ -120,7 +120,8 @@ class _CovarianceGaussian(Energy):
                 f"{type(self).__name__}: built for images of shape {self.shape}, got "
                 f"{tuple(x.shape[1:])}"
             )
-        return 0.5 * self.covariance.inv_quad(x - self.mean.to(x)).to(x.dtype)
+        mean = on_device(self, "mean", x, same_dtype=True)
+        return 0.5 * self.covariance.inv_quad(x - mean).to(x.dtype)
 
 
 class FittedGaussianPrior(_CovarianceGaussian):

@@ -37,7 +37,8 @@ class RandomAffine:
     degrees : float
         Largest rotation, each way.
     seed : int
-        Seed of the transform's own generator (one per device).
+        Seed of the transform's own generator, one per device: drawing on the images' device
+        keeps a host-to-device copy (and the wait for the GPU it forces) out of every step.
     """
 
     def __init__(
@@ -51,18 +52,18 @@ class RandomAffine:
         if jitter < 0 or degrees < 0 or not 0 < scale[0] <= scale[1]:
             raise ValueError("RandomAffine: jitter >= 0, degrees >= 0, 0 < scale[0] <= scale[1]")
         self.jitter, self.scale, self.degrees, self.seed = jitter, scale, degrees, seed
-        self._gens: dict = {}
-
-    def _generator(self, device) -> torch.Generator:
-        key = str(device)
-        if key not in self._gens:
-            self._gens[key] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._gens[key]
+        self._gens: dict[str, torch.Generator] = {}
 
     def __call__(self, x: Tensor) -> Tensor:
-        n, _, h, w = x.shape
-        g = self._generator(x.device)
-        u = torch.rand((n, 4), generator=g, device=x.device, dtype=x.dtype)
+        key = str(x.device)
+        if key not in self._gens:
+            self._gens[key] = torch.Generator(device=x.device).manual_seed(self.seed)
+        u = torch.rand((x.shape[0], 4), generator=self._gens[key], device=x.device, dtype=x.dtype)
+        return self.warp(x, u)
+
+    def warp(self, x: Tensor, u: Tensor) -> Tensor:
+        """The transform given by uniform draws ``u (N, 4)``: angle, zoom, shift x, shift y."""
+        _, _, h, w = x.shape
         angle = (2 * u[:, 0] - 1) * math.radians(self.degrees)
         s = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 1]
         tx = (2 * u[:, 2] - 1) * self.jitter * 2 / w
@@ -71,9 +72,9 @@ class RandomAffine:
         # the sampling grid of F.affine_grid(align_corners=False), built by broadcasting the
         # (N, 1, 1) coefficients against pixel-centre coordinates: no (N, H*W, 3) @ (3, 2)
         # batched product, and half the time
-        u = ((torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1)[None, None, :]
-        v = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1)[None, :, None]
-        grid = torch.stack([cos * u - sin * v + _col(tx), sin * u + cos * v + _col(ty)], -1)
+        px = ((torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1)[None, None, :]
+        py = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1)[None, :, None]
+        grid = torch.stack([cos * px - sin * py + _col(tx), sin * px + cos * py + _col(ty)], -1)
         return F.grid_sample(
             x, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
