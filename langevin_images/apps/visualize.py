@@ -50,14 +50,16 @@ class Visualization:
 
 def layer_channels(model: nn.Module, layer: str, *, size: int = 64, channels: int = 3) -> int:
     """The number of channels of ``layer``'s output (one probe forward pass)."""
-    probe = torch.full((1, channels, size, size), 0.5, dtype=_dtype(model))
+    probe = torch.full((1, channels, size, size), 0.5, **_placement(model))
     with torch.no_grad():
         return int(capture(model, [layer], probe)[layer].shape[1])
 
 
-def _dtype(model: nn.Module) -> torch.dtype:
+def _placement(model: nn.Module) -> dict:
+    """``dtype`` and ``device`` of the model's parameters (float32 on the CPU if it has none):
+    where the images it looks at are made."""
     p = model_parameter(model)
-    return p.dtype if p is not None else torch.float32
+    return {"dtype": p.dtype, "device": p.device} if p is not None else {"dtype": torch.float32}
 
 
 def _preconditioner(c: int, size: int, decorrelate: bool, decay: float):
@@ -69,7 +71,10 @@ def _preconditioner(c: int, size: int, decorrelate: bool, decay: float):
 def _energy(model, layer, channels, neuron, size, jitter, scale, degrees, tv, seed, blur=0.0):
     act = ActivationEnergy(model, layer, channel=torch.tensor(channels), neuron=neuron)
     jitter = max(1, size // 16) if jitter is None else jitter
-    energy = Transformed(act, RandomAffine(jitter, scale, degrees, seed=seed))
+    if jitter == 0 and tuple(scale) == (1.0, 1.0) and degrees == 0:
+        energy = act  # no transform asked for: no identity resampling either
+    else:
+        energy = Transformed(act, RandomAffine(jitter, scale, degrees, seed=seed))
     if tv:
         energy = energy + tv * TotalVariation(0.01)
     if blur:
@@ -77,11 +82,12 @@ def _energy(model, layer, channels, neuron, size, jitter, scale, degrees, tv, se
     return act, energy
 
 
-def _start(init, n, c, size, dtype, seed):
+def _start(init, n, c, size, placement, seed):
     if init is None:
-        g = torch.Generator().manual_seed(seed)
-        return 0.5 + 0.01 * torch.randn((n, c, size, size), generator=g, dtype=dtype)
-    init = torch.as_tensor(init, dtype=dtype)
+        g = torch.Generator().manual_seed(seed)  # the same start on every device
+        x = 0.5 + 0.01 * torch.randn((n, c, size, size), generator=g, dtype=placement["dtype"])
+        return x.to(placement.get("device", "cpu"))
+    init = torch.as_tensor(init).to(**placement)
     if init.ndim == 3:
         init = init[None]
     if init.ndim != 4 or init.shape[0] not in (1, n):
@@ -153,11 +159,10 @@ def visualize(
     channels = [int(k) for k in channels]
     if not channels:
         raise ValueError("no channels to visualize")
-    dtype = _dtype(model)
     act, energy = _energy(
         model, layer, channels, neuron, size, jitter, scale, degrees, tv, seed, blur
     )
-    x0 = _start(init, len(channels), c, size, dtype, seed).clamp(0.01, 0.99)
+    x0 = _start(init, len(channels), c, size, _placement(model), seed).clamp(0.01, 0.99)
     run = sample(
         energy,
         x0,
