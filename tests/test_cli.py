@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import xarray as xr
 
 from langevin_images.cli import main
@@ -132,7 +133,11 @@ BAD = [
     (["diagnose", "{tmp}/nowhere"], "no run at"),
     (["diagnose", "{text}"], "not a run DataTree"),
     (["nosuchcommand"], "invalid choice"),
+    (["sample", "--device", "gpu0"], "not a device"),
+    (["visualize", "--layer", "_blocks.1", "--device", "meta"], "only cpu and cuda"),
 ]
+if not torch.cuda.is_available():
+    BAD.append((["dream", "--layer", "_blocks.4", "--device", "cuda"], "no CUDA GPU"))
 
 
 @pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
