@@ -298,6 +298,8 @@ def sample(
     longest_end = torch.zeros_like(in_a_row)
     acc_sum = torch.zeros((), dtype=torch.float64, device=device)
     refresh = max(1, min(50, total // 100))
+    if device.type != "cpu":  # there each look is a device sync, which stalls the GPU's queue
+        refresh = max(refresh, 10)
     bar = tqdm(
         total=total,
         disable=not progress,
