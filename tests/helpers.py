@@ -59,8 +59,8 @@ class Gaussian:
         self.shape = shape or (mean.numel(),)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        d = x.reshape(x.shape[0], -1) - self.mean.to(x.dtype)
-        return 0.5 * ((d @ self.prec.to(x.dtype)) * d).sum(1)
+        d = x.reshape(x.shape[0], -1) - self.mean.to(x)
+        return 0.5 * ((d @ self.prec.to(x)) * d).sum(1)
 
     def draw(self, n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
         z = torch.randn((n, self.mean.numel()), generator=generator, dtype=torch.float64)
