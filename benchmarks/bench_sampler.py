@@ -9,7 +9,10 @@
 4. Peak memory of a disk-recorded run (64 chains of 1x28x28 images, thinned x10) at 2 000 and
    20 000 steps, each in a fresh process; the in-memory recorder alongside for contrast.
 
-Usage: python benchmarks/bench_sampler.py [--quick] [--json results.json]
+With ``--device cuda`` only part 1 and 2 run (on the GPU, each timing ending with a
+``torch.cuda.synchronize()``); parts 3 and 4 are about the CPU's allocator and memory.
+
+Usage: python benchmarks/bench_sampler.py [--quick] [--device DEVICE] [--json results.json]
 """
 
 from __future__ import annotations
@@ -73,15 +76,22 @@ def cnn_energy(net: torch.nn.Module):
     return energy
 
 
+def _sync() -> None:
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def interleaved(fns: dict, rounds: int, reps: int) -> dict[str, list[float]]:
     """Seconds per call of each function in each round; the calls are interleaved round by
     round so that slow drifts of the machine's load hit all of them alike."""
     times = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            _sync()
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
+            _sync()
             times[k].append((time.perf_counter() - t0) / reps)
     return times
 
@@ -96,8 +106,8 @@ def _ratio(a: list[float], b: list[float]) -> dict[str, float]:
 def step_costs(net: torch.nn.Module, x: torch.Tensor, quick: bool) -> dict:
     energy = cnn_energy(net)
     state = kernel.init(energy, x)
-    eps = torch.full((x.shape[0],), 1e-3, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
+    eps = torch.full((x.shape[0],), 1e-3, dtype=torch.float64, device=x.device)
+    gen = torch.Generator(device=x.device).manual_seed(0)
     ident = Preconditioner()
 
     def mala():
@@ -233,6 +243,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--no-malloc-tuning", action="store_true", help="keep glibc's default allocator settings"
     )
@@ -240,10 +251,11 @@ def main() -> None:
     tuned = False if args.no_malloc_tuning else tune_malloc()
     print(f"glibc malloc tuned: {tuned}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    res = {"torch_threads": torch.get_num_threads(), "malloc_tuned": tuned}
+    res = {"torch_threads": torch.get_num_threads(), "malloc_tuned": tuned, "device": args.device}
+    dev = torch.device(args.device)
     cases = {
-        "mnist_cnn": (mnist_cnn(), torch.rand((64, 1, 28, 28))),
-        "tiny_cnn_64px": (tiny_cnn(), torch.rand((8, 3, 64, 64))),
+        "mnist_cnn": (mnist_cnn().to(dev), torch.rand((64, 1, 28, 28)).to(dev)),
+        "tiny_cnn_64px": (tiny_cnn().to(dev), torch.rand((8, 3, 64, 64)).to(dev)),
     }
     for name, (net, x) in cases.items():
         s = res[name] = step_costs(net, x, args.quick)
@@ -260,6 +272,10 @@ def main() -> None:
                 f"  {label:32s} {r['median']:.3f}  (per-round quartiles "
                 f"{r['q1']:.3f}..{r['q3']:.3f})"
             )
+    if dev.type != "cpu":
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2))
+        return
     res["memory"] = memory(args.quick)
     m = res["memory"]
     ab = res["malloc"] = malloc_ab(args.quick)
