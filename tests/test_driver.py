@@ -151,6 +151,11 @@ def test_progress_bar_shows_acceptance_and_step(capsys):
     )
     err = capsys.readouterr().err
     assert "sampling" in err and "acc=" in err and "eps=" in err
+    # a normalized descent shows the mean move per coordinate it was given
+    li.sample(quad, torch.full((2, 3), 1e-9), steps=30, method="descent", step_size=0.05,
+              normalize_step=True, progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "step=0.05" in err and "eps=" not in err
 
 
 def test_three_epsilons_map_to_the_same_update():

@@ -313,7 +313,7 @@ def sample(
             if t == warmup and warmup:
                 bar.set_description("sampling")
                 acc_sum.zero_()
-            eps = sched.step_size(sched_state)
+            eps = shown = sched.step_size(sched_state)
             if normalize_step:
                 eps = eps / kernel.drift_magnitude(state).to(eps).clamp_min(1e-12)
             state, info = kernel.step(
@@ -364,9 +364,12 @@ def sample(
                     )
                 if progress:
                     n_phase = t + 1 - (warmup if t >= warmup else 0)
+                    # a normalized step shows the mean move per coordinate, not the huge
+                    # eps of a nearly flat energy
+                    key, value = ("step", shown) if normalize_step else ("eps", eps)
                     bar.set_postfix(
                         acc=f"{float(acc_sum) / n_phase:.3f}",
-                        eps=f"{float(eps.mean()):.3g}",
+                        **{key: f"{float(value.mean()):.3g}"},
                         refresh=False,
                     )
                     bar.update((t + 1) - bar.n)
