@@ -154,7 +154,7 @@ def test_the_command_on_cuda(tmp_path):
 
 
 def test_constants_are_copied_to_the_gpu_once():
-    from langevin_images.energies.base import on_device
+    from langevin_images.devices import on_device
 
     lik = ClassLikelihood(tiny_cnn().to(CUDA), [1, 2])
     x = torch.zeros((2, 3, 8, 8), dtype=torch.float64, device=CUDA)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import Energy, check_images, on_device, per_chain_mean
+from ..devices import on_device
+from .base import Energy, check_images, per_chain_mean
 from .features import capture, resolve_layers
 
 __all__ = ["ActivationEnergy", "DreamEnergy", "activation_objective", "guided_objective"]

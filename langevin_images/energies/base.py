@@ -125,22 +125,6 @@ class Sum(Energy):
         return " + ".join(repr(p) for p in self.parts)
 
 
-def on_device(owner, name: str, like: Tensor, *, same_dtype: bool = False) -> Tensor:
-    """The constant tensor ``owner.<name>`` on ``like``'s device (and in its dtype with
-    ``same_dtype``), copied once and cached. A host-to-device copy at every call would make each
-    energy evaluation wait for the GPU's queue to drain."""
-    src = getattr(owner, name)
-    dtype = like.dtype if same_dtype else src.dtype
-    if src.device == like.device and src.dtype == dtype:
-        return src
-    cache = owner.__dict__.setdefault("_on_device", {})
-    key = (name, like.device, dtype)
-    hit = cache.get(key)
-    if hit is None or hit[0] is not src:  # a reassigned attribute is copied anew
-        hit = cache[key] = (src, src.to(device=like.device, dtype=dtype))
-    return hit[1]
-
-
 def model_parameter(model) -> Tensor | None:
     """The model's first parameter (its device and dtype), or None if it has none."""
     return next(iter(model.parameters()), None)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SUMMARY_PREFIX, Energy, check_images, on_device
+from ..devices import on_device
+from .base import SUMMARY_PREFIX, Energy, check_images
 
 __all__ = ["ClassLikelihood", "class_index", "class_nll"]
 

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..devices import on_device
 from ..samplers.preconditioners import Dense, Fourier, LowRankPlusDiagonal
-from .base import Energy, check_images, on_device, per_chain_sum
+from .base import Energy, check_images, per_chain_sum
 
 __all__ = [
     "BlurEvery",

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..devices import on_device
+
 __all__ = [
     "ColorFourier",
     "Dense",
@@ -44,11 +46,7 @@ class Preconditioner:
 
     def _cached(self, name: str, like: Tensor) -> Tensor:
         """The tensor attribute ``name`` on ``like``'s device and dtype, converted once."""
-        cache = self.__dict__.setdefault("_cache", {})
-        key = (name, like.device, like.dtype)
-        if key not in cache:
-            cache[key] = getattr(self, name).to(device=like.device, dtype=like.dtype)
-        return cache[key]
+        return on_device(self, name, like, same_dtype=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
