@@ -450,11 +450,13 @@ def _metrics(args, model, final, target_t, targets, per, prior) -> dict:
 
     from . import diagnostics as D
     from .diagnostics.metrics import _logits
+    from .energies.base import model_parameter
 
     out: dict = {}
     judge = None
     if args.model in MNIST_MODELS:
-        judge = _load_model("mnist-judge" if args.model == "mnist" else "mnist", _device(args))
+        judge_name = "mnist-judge" if args.model == "mnist" else "mnist"
+        judge = _load_model(judge_name, model_parameter(model).device)  # beside the sampler's
         out["judge"] = judge.name
         logits = _logits(judge, final)
         hit = (logits.argmax(1) == target_t).double()

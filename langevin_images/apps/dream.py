@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..energies import DreamEnergy, RandomRoll, Transformed
-from ..energies.base import model_parameter
+from ..energies.base import on_model
 from ..samplers import Run, sample
 from ..samplers.kernel import drift_magnitude
 from ..samplers.kernel import init as init_state
@@ -123,10 +123,8 @@ def dream(
         )
     if temperature < 0:
         raise ValueError("dream: temperature must be >= 0")
-    p = model_parameter(model)
-    if p is not None:  # the photo goes where the model is
-        image = image.to(device=p.device, dtype=p.dtype)
-        guide = guide.to(device=p.device, dtype=p.dtype) if guide is not None else None
+    image = on_model(model, image)  # the photo goes where the model is
+    guide = on_model(model, guide) if guide is not None else None
     base = image.detach().expand(chains, -1, -1, -1).clone()
     sizes = octave_sizes(tuple(base.shape[-2:]), octaves, octave_scale)
     energy_core = DreamEnergy(model, layers, guide=guide)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..energies.base import model_parameter
+from ..energies.base import on_model
 
 __all__ = [
     "class_entropy",
@@ -34,12 +34,6 @@ __all__ = [
     "realism",
     "vendi_score",
 ]
-
-
-def _on_model(model: nn.Module, x: Tensor) -> Tensor:
-    """``x`` on the model's device and in its dtype (recorded draws live on the CPU)."""
-    p = model_parameter(model)
-    return x if p is None else x.to(device=p.device, dtype=p.dtype)
 
 
 def penultimate(model: nn.Module, *, batch_size: int = 256) -> Callable[[Tensor], Tensor]:
@@ -63,7 +57,7 @@ def penultimate(model: nn.Module, *, batch_size: int = 256) -> Callable[[Tensor]
             with torch.no_grad():
                 for start in range(0, x.shape[0], batch_size):
                     try:
-                        model(_on_model(model, x[start : start + batch_size]))
+                        model(on_model(model, x[start : start + batch_size]))
                     except _Stop:
                         pass
         finally:
@@ -136,7 +130,7 @@ def _logits(model: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
     with torch.no_grad():
         return torch.cat(
             [
-                model(_on_model(model, images[i : i + batch_size])).to(images.device)
+                model(on_model(model, images[i : i + batch_size])).to(images.device)
                 for i in range(0, images.shape[0], batch_size)
             ]
         )

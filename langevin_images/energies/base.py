@@ -130,6 +130,12 @@ def model_parameter(model) -> Tensor | None:
     return next(iter(model.parameters()), None)
 
 
+def on_model(model, x: Tensor) -> Tensor:
+    """``x`` on the model's device and in its dtype (as it is if the model has no parameters)."""
+    p = model_parameter(model)
+    return x if p is None else x.to(device=p.device, dtype=p.dtype)
+
+
 def per_chain_sum(t: Tensor) -> Tensor:
     """Sum over every dimension but the first."""
     return t.reshape(t.shape[0], -1).sum(1)
