@@ -217,6 +217,28 @@ def test_random_affine_grid_is_affine_grid_with_the_same_draws():
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 20, 28), (2, 1, 33, 17), (1, 8, 64, 64)])
+def test_random_affine_gradient_is_grid_samples_to_the_bit(dtype, shape):
+    """The warp's own backward (input gradient only, a stand-in input) gives ATen's gradient."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.rand(shape, generator=g, dtype=dtype)
+    u = torch.rand((shape[0], 4), generator=g, dtype=dtype)
+    weights = torch.randn(shape, generator=g, dtype=dtype).transpose(-1, -2)  # non-contiguous
+    t = RandomAffine(5, (0.8, 1.2), 30.0)
+    xa = x.clone().requires_grad_(True)
+    y = t.warp(xa, u)
+    (grad,) = torch.autograd.grad((y * weights.transpose(-1, -2)).sum(), xa)
+    ub = u.clone().requires_grad_(True)  # a differentiated draw takes grid_sample's own path
+    xb = x.clone().requires_grad_(True)
+    y_ref = t.warp(xb, ub)
+    assert y_ref.grad_fn.name() == "GridSampler2DBackward0"
+    assert y.grad_fn.name() != y_ref.grad_fn.name()
+    (grad_ref,) = torch.autograd.grad((y_ref * weights.transpose(-1, -2)).sum(), xb)
+    assert torch.equal(y, y_ref)
+    assert torch.equal(grad, grad_ref) and grad.is_contiguous()
+
+
 def test_style_energies_vanish_at_their_targets():
     net = tiny_cnn()
     content, style = images(1, seed=5), images(1, seed=6)
