@@ -24,3 +24,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_sampler.py
 	.venv/bin/python benchmarks/bench_preconditioning.py
 	.venv/bin/python benchmarks/bench_apps.py
+	.venv/bin/python benchmarks/bench_warp.py
