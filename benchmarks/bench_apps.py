@@ -22,7 +22,7 @@ the report gives the median ratio and its quartiles.
 On a GPU every timing ends with ``torch.cuda.synchronize()``.
 
 Usage: python benchmarks/bench_apps.py [--quick] [--device DEVICE] [--chains N] [--size PX]
-       [--cases NAME ...] [--json FILE]
+       [--cases NAME ...] [--rounds N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=8, help="chains of the AM runs")
     parser.add_argument("--size", type=int, default=128, help="image side of the AM runs")
     parser.add_argument("--cases", nargs="+", help="only these cases (names as printed)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds (default 7, 2 with --quick)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     tune_malloc()
@@ -93,6 +94,7 @@ def main() -> None:
     # 256 steps). Copying a draw to the CPU every other step instead costs a GPU run at
     # 64 x 224 px more than the model itself.
     rounds, n = (2, THIN) if args.quick else (7, THIN)
+    rounds = args.rounds or rounds
 
     size, channels = args.size, list(range(args.chains))
     g = torch.Generator().manual_seed(0)

@@ -48,7 +48,7 @@ class Box:
     def to_unconstrained(self, x: Tensor) -> Tensor:
         if torch.any(x < self.lo) or torch.any(x > self.hi):
             raise ValueError(f"x0 has values outside the bounds [{self.lo}, {self.hi}]")
-        u = (x - self.lo) / (self.hi - self.lo)
+        u = x if self.lo == 0.0 and self.hi == 1.0 else (x - self.lo) / (self.hi - self.lo)
         return torch.logit(u.clamp(self.margin, 1 - self.margin))
 
     def log_det_jacobian(self, z: Tensor) -> Tensor:

@@ -279,7 +279,8 @@ def sample(
         attrs={"method": method, "temperature": float(temperature)},
     )
 
-    state = kernel.init(energy_fn, position, precond)
+    adjust = method == "mala"  # the float64 g^T M g enters only MALA's accept step
+    state = kernel.init(energy_fn, position, precond, exact=adjust)
     bad = ~torch.isfinite(state.energy)
     if bad.any():
         recorder.close()
@@ -322,14 +323,14 @@ def sample(
                 eps,
                 generator,
                 temperature=temperature,
-                adjust=method == "mala",
+                adjust=adjust,
                 preconditioner=precond,
             )
             grad_evals += 1
             if every and (t + 1) % every == 0:
                 moved = transform(to_image(state.position))
                 state = kernel.init(
-                    energy_fn, box.to_unconstrained(moved) if box else moved, precond
+                    energy_fn, box.to_unconstrained(moved) if box else moved, precond, exact=adjust
                 )
                 grad_evals += 1
             sched_state = sched.update(sched_state, t, info.acceptance_prob)

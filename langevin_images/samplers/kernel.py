@@ -123,10 +123,15 @@ def evaluate(
 
 
 def init(
-    energy_fn: EnergyFn, position: Tensor, preconditioner: Preconditioner | None = None
+    energy_fn: EnergyFn,
+    position: Tensor,
+    preconditioner: Preconditioner | None = None,
+    *,
+    exact: bool = True,
 ) -> LangevinState:
-    """The state at ``position``; one energy+gradient evaluation."""
-    return evaluate(energy_fn, position, preconditioner or Preconditioner())
+    """The state at ``position``; one energy+gradient evaluation (``exact`` as for
+    ``evaluate``: MALA's first accept step needs it, ULA and descent do not)."""
+    return evaluate(energy_fn, position, preconditioner or Preconditioner(), exact=exact)
 
 
 def _per_chain(v: Tensor, like: Tensor) -> Tensor:
