@@ -41,10 +41,13 @@ import torch
 
 import langevin_images as li
 from langevin_images import diagnostics as D
+from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import load_mnist
 from langevin_images.diagnostics import plots as P
 from langevin_images.energies import ClassLikelihood, FittedGaussianPrior
 from langevin_images.models import load_model
+
+tune_malloc()  # PyTorch's activations stay in the heap: 1.3-1.5x faster CPU steps
 
 SMALL = os.environ.get("LANGEVIN_IMAGES_SMALL") == "1"
 PER_CLASS = 2 if SMALL else 6

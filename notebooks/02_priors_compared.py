@@ -37,6 +37,7 @@ import torch
 
 import langevin_images as li
 from langevin_images import diagnostics as D
+from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import load_mnist
 from langevin_images.diagnostics.plots import image_grid
 from langevin_images.energies import (
@@ -47,6 +48,8 @@ from langevin_images.energies import (
     TotalVariation,
 )
 from langevin_images.models import load_model
+
+tune_malloc()  # PyTorch's activations stay in the heap: 1.3-1.5x faster CPU steps
 
 SMALL = os.environ.get("LANGEVIN_IMAGES_SMALL") == "1"
 PER_CLASS = 2 if SMALL else 8

@@ -39,9 +39,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from langevin_images.apps import visualize, visualize_variety
+from langevin_images.cpu import tune_malloc
 from langevin_images.diagnostics import mean_pairwise_distance
 from langevin_images.diagnostics.plots import image_grid
 from langevin_images.models import load_model
+
+tune_malloc()  # PyTorch's activations stay in the heap: 1.3-1.5x faster CPU steps
 
 SMALL = os.environ.get("LANGEVIN_IMAGES_SMALL") == "1"
 SIZE, STEPS, CHANNELS = (48, 12, 3) if SMALL else (96, 128, 6)

@@ -34,10 +34,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from langevin_images.apps import dream
+from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import load_photo
 from langevin_images.diagnostics import mean_pairwise_distance
 from langevin_images.diagnostics.plots import image_grid
 from langevin_images.models import load_model
+
+tune_malloc()  # PyTorch's activations stay in the heap: 1.3-1.5x faster CPU steps
 
 SMALL = os.environ.get("LANGEVIN_IMAGES_SMALL") == "1"
 SIZE, STEPS = (128, 3) if SMALL else (192, 20)
