@@ -224,17 +224,22 @@ def test_random_affine_gradient_is_grid_samples_to_the_bit(dtype, shape):
     g = torch.Generator().manual_seed(sum(shape))
     x = torch.rand(shape, generator=g, dtype=dtype)
     u = torch.rand((shape[0], 4), generator=g, dtype=dtype)
-    weights = torch.randn(shape, generator=g, dtype=dtype).transpose(-1, -2)  # non-contiguous
+    n, c, h, w = shape
+    # a non-contiguous weight gives the warp a non-contiguous incoming gradient
+    weights = torch.randn((n, c, w, h), generator=g, dtype=dtype).transpose(-1, -2)
     t = RandomAffine(5, (0.8, 1.2), 30.0)
     xa = x.clone().requires_grad_(True)
     y = t.warp(xa, u)
-    (grad,) = torch.autograd.grad((y * weights.transpose(-1, -2)).sum(), xa)
+    seen = []
+    y.register_hook(lambda grad_y: seen.append(grad_y.is_contiguous()))
+    (grad,) = torch.autograd.grad((y * weights).sum(), xa)
+    assert seen == [False]
     ub = u.clone().requires_grad_(True)  # a differentiated draw takes grid_sample's own path
     xb = x.clone().requires_grad_(True)
     y_ref = t.warp(xb, ub)
     assert y_ref.grad_fn.name() == "GridSampler2DBackward0"
     assert y.grad_fn.name() != y_ref.grad_fn.name()
-    (grad_ref,) = torch.autograd.grad((y_ref * weights.transpose(-1, -2)).sum(), xb)
+    (grad_ref,) = torch.autograd.grad((y_ref * weights).sum(), xb)
     assert torch.equal(y, y_ref)
     assert torch.equal(grad, grad_ref) and grad.is_contiguous()
 
