@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_apps import fwd_bwd  # the same timed energy+gradient loop (benchmarks/ is on the path)
 
 from langevin_images.cpu import tune_malloc
 from langevin_images.energies import ActivationEnergy, RandomAffine
@@ -45,7 +45,7 @@ def main() -> None:
         )
 
     cases = {
-        "bare": lambda v: energy(v),
+        "bare": energy,
         "aten_backward": lambda v: energy(grid_sample_warp(v, torch.rand((8, 4), generator=gen))),
         "own_backward": lambda v: energy(warp.warp(v, torch.rand((8, 4), generator=gen))),
     }
@@ -55,19 +55,12 @@ def main() -> None:
     (gb,) = torch.autograd.grad(energy(warp.warp(xb, u)).sum(), xb)
     assert torch.equal(ga, gb), "the two backward passes disagree"
 
-    def timed(fn) -> float:
-        t0 = time.perf_counter()
-        for _ in range(args.evals):
-            v = x.detach().requires_grad_(True)
-            torch.autograd.grad(fn(v).sum(), v)
-        return (time.perf_counter() - t0) / args.evals
-
     for fn in cases.values():
-        timed(fn)
+        fwd_bwd(fn, x, args.evals)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(args.rounds):
         for name, fn in cases.items():
-            times[name].append(timed(fn))
+            times[name].append(fwd_bwd(fn, x, args.evals))
     saved = [a - b for a, b in zip(times["aten_backward"], times["own_backward"], strict=True)]
     q = statistics.quantiles(saved, n=4)
     results = {
