@@ -217,6 +217,16 @@ def test_random_affine_grid_is_affine_grid_with_the_same_draws():
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=0)
 
 
+def test_random_affine_is_differentiable_in_its_draws():
+    """The grid (a permuted view of (N, 2, H, W) planes) carries gradients to the draws."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand((2, 3, 9, 7), generator=g, dtype=torch.float64)
+    u = torch.rand((2, 4), generator=g, dtype=torch.float64).requires_grad_(True)
+    t = RandomAffine(2, (0.8, 1.2), 20.0)
+    assert not t._grid(x, u).is_contiguous()
+    assert torch.autograd.gradcheck(lambda u: t.warp(x, u), (u,))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(5, 3, 20, 28), (2, 1, 33, 17), (1, 8, 64, 64)])
 def test_random_affine_gradient_is_grid_samples_to_the_bit(dtype, shape):
