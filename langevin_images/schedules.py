@@ -67,6 +67,9 @@ class Schedule:
 class Constant(Schedule):
     """The same step size at every step."""
 
+    def step_size(self, state: _TimeState) -> Tensor:
+        return state.initial  # not initial * 1.0: one kernel fewer per step (never written to)
+
 
 class PolynomialDecay(Schedule):
     """``eps_t = a (b + t)^(-gamma)``, the Robbins-Monro decay of SGLD (Welling & Teh 2011).

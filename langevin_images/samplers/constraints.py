@@ -79,12 +79,14 @@ class _BoxEnergy:
         if callable(getattr(energy_fn, "evaluate", None)):
             self.evaluate = self._evaluate
 
-    def _jacobian_term(self, z: Tensor) -> Tensor | float:
-        return self.temperature * self.box.log_det_jacobian(z) if self.temperature else 0.0
+    def _with_jacobian(self, energy: Tensor, z: Tensor) -> Tensor:
+        if not self.temperature:  # descent: no term, and no subtraction of 0 either
+            return energy
+        return energy - self.temperature * self.box.log_det_jacobian(z)
 
     def __call__(self, z: Tensor) -> Tensor:
-        return self.energy_fn(self.box.to_constrained(z)) - self._jacobian_term(z)
+        return self._with_jacobian(self.energy_fn(self.box.to_constrained(z)), z)
 
     def _evaluate(self, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total, terms = self.energy_fn.evaluate(self.box.to_constrained(z))
-        return total - self._jacobian_term(z), terms
+        return self._with_jacobian(total, z), terms

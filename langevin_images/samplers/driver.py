@@ -297,7 +297,7 @@ def sample(
     # `refresh` steps so that the loop forces no device sync per step
     longest = torch.zeros_like(in_a_row)
     longest_end = torch.zeros_like(in_a_row)
-    acc_sum = torch.zeros((), dtype=torch.float64, device=device)
+    acc_sum = torch.zeros(chains, dtype=torch.float64, device=device)  # per chain: one add
     refresh = max(1, min(50, total // 100))
     if device.type != "cpu":  # there each look is a device sync, which stalls the GPU's queue
         refresh = max(refresh, 10)
@@ -342,12 +342,14 @@ def sample(
                     "is_accepted": info.is_accepted,
                     "step_size": eps.to(torch.float64),
                     "energy": image_energy(state).to(torch.float64),
-                    "grad_norm": state.grad.reshape(chains, -1).norm(dim=1).to(torch.float64),
+                    "grad_norm": torch.linalg.vector_norm(
+                        state.grad.reshape(chains, -1), dim=1, dtype=torch.float64
+                    ),
                     "diverging": info.diverging,
                     **{f"term_{k}": v.to(torch.float64) for k, v in state.terms.items()},
                 },
             )
-            acc_sum += info.acceptance_prob.mean()
+            acc_sum += info.acceptance_prob
             in_a_row = torch.where(info.diverging, in_a_row + 1, 0)
             longer = in_a_row > longest
             longest = torch.where(longer, in_a_row, longest)
@@ -369,7 +371,7 @@ def sample(
                     # eps of a nearly flat energy
                     key, value = ("step", shown) if normalize_step else ("eps", eps)
                     bar.set_postfix(
-                        acc=f"{float(acc_sum) / n_phase:.3f}",
+                        acc=f"{float(acc_sum.mean()) / n_phase:.3f}",
                         **{key: f"{float(value.mean()):.3g}"},
                         refresh=False,
                     )

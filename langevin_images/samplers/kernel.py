@@ -67,10 +67,11 @@ def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def drift_magnitude(state: LangevinState) -> Tensor:
-    """Mean absolute preconditioned gradient ``mean|M grad E|`` per chain, ``(chains,)``: the
-    scale ``normalize_step`` divides the step by, and the apps scale their energies by."""
+    """Mean absolute preconditioned gradient ``mean|M grad E|`` per chain, ``(chains,)``,
+    accumulated in float64: the scale ``normalize_step`` divides the step by, and the apps
+    scale their energies by."""
     flat = state.drift.flatten(1)
-    return torch.linalg.vector_norm(flat, 1, dim=1) / flat.shape[1]
+    return torch.linalg.vector_norm(flat, 1, dim=1, dtype=torch.float64).div_(flat.shape[1])
 
 
 def energy_grad_terms(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
