@@ -25,3 +25,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_preconditioning.py
 	.venv/bin/python benchmarks/bench_apps.py
 	.venv/bin/python benchmarks/bench_warp.py
+	.venv/bin/python benchmarks/bench_overhead.py
