@@ -118,14 +118,18 @@ def main() -> None:
 
         return run
 
+    def am_case(name, net, layer, x):
+        """``visualize``'s energy for one channel per chain of ``x``, and the bare one."""
+        n_channels = layer_channels(net, layer)
+        picked = [c % n_channels for c in range(x.shape[0])]  # more chains: repeat channels
+        plain = ActivationEnergy(net, layer, channel=torch.tensor(picked))
+        _, full = _energy(net, layer, picked, None, size, None, (0.95, 1.05), 5.0, 0.0, 0)
+        return name, visualize_run(full, x), plain, full, x
+
     cases = []
     for layer in [LAYER] if args.quick else [LAYER, *OTHER_LAYERS]:
-        n_channels = layer_channels(model, layer)
-        picked = [c % n_channels for c in channels]  # more chains than channels: repeat them
-        plain = ActivationEnergy(model, layer, channel=torch.tensor(picked))
-        _, full = _energy(model, layer, picked, None, size, None, (0.95, 1.05), 5.0, 0.0, 0)
         name = "activation_maximization" + ("" if layer == LAYER else f"_{layer}")
-        cases.append((name, visualize_run(full), plain, full, x_am))
+        cases.append(am_case(name, model, layer, x_am))
 
     # the same step without the random transform (jitter 0, scale 1, no rotation)
     picked = [c % layer_channels(model, LAYER) for c in channels]
@@ -141,12 +145,7 @@ def main() -> None:
             print(f"activation_maximization_vgg16 skipped: {err}", flush=True)
     if vgg is not None:
         x_vgg = x_am[: max(1, args.chains // 2)]
-        picked = list(range(x_vgg.shape[0]))
-        plain = ActivationEnergy(vgg, VGG_LAYER, channel=torch.tensor(picked))
-        _, full = _energy(vgg, VGG_LAYER, picked, None, size, None, (0.95, 1.05), 5.0, 0.0, 0)
-        cases.append(
-            ("activation_maximization_vgg16", visualize_run(full, x_vgg), plain, full, x_vgg)
-        )
+        cases.append(am_case("activation_maximization_vgg16", vgg, VGG_LAYER, x_vgg))
 
     classes = ClassLikelihood(model, [(100 * i) % 1000 for i in range(args.chains)])
     cls_energy = Transformed(classes, RandomAffine(8, (0.95, 1.05), 5.0, seed=0))
