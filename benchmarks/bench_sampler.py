@@ -185,7 +185,7 @@ def memory(quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("disk", "memory"):
             for steps in sizes:
-                target = str(Path(tmp) / f"run{steps}.nc") if kind == "disk" else "memory"
+                target = str(Path(tmp) / f"run{steps}.zarr") if kind == "disk" else "memory"
                 res = subprocess.run(
                     [sys.executable, "-c", CHILD, str(steps), target],
                     capture_output=True,

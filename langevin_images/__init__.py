@@ -1,11 +1,13 @@
 """Sample images from pretrained classifiers with Langevin dynamics, and check that it worked."""
 
 from . import recording, samplers, schedules
+from .recording import open_record
 from .samplers import (
     Box,
     DivergenceError,
     Run,
     from_three_epsilons,
+    resume,
     sample,
     sample_three_epsilons,
 )
@@ -18,7 +20,9 @@ __all__ = [
     "Run",
     "__version__",
     "from_three_epsilons",
+    "open_record",
     "recording",
+    "resume",
     "sample",
     "sample_three_epsilons",
     "samplers",

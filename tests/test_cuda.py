@@ -127,7 +127,7 @@ def test_export_with_features_of_a_cuda_run(tmp_path):
     net = tiny_cnn().to(CUDA)
     x0 = torch.rand((4, 3, 16, 16), generator=_gen(5), dtype=torch.float64).to(CUDA)
     run = li.sample(ClassLikelihood(net, 1), x0, steps=20, step_size=0.01, temperature=0.1,
-                    bounds=(0.0, 1.0), record_to=tmp_path / "run.nc", progress=False)  # fmt: skip
+                    bounds=(0.0, 1.0), record_to=tmp_path / "run.zarr", progress=False)  # fmt: skip
     feats = penultimate(net)
     dt = run.to_datatree(features=feats)
     assert "feature_projection" in dt["posterior"]

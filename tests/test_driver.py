@@ -218,7 +218,7 @@ def test_datatree_layout_and_netcdf_round_trip(tmp_path):
 
 def test_datatree_from_a_disk_run(tmp_path):
     run = li.sample(
-        quad, torch.rand((2, 1, 3, 3)), steps=20, record_to=tmp_path / "c.nc", progress=False
+        quad, torch.rand((2, 1, 3, 3)), steps=20, record_to=tmp_path / "c.zarr", progress=False
     )
     dt = run.to_datatree()
     assert dt["posterior"]["image"].shape == (2, 20, 1, 3, 3)

@@ -2,6 +2,7 @@
 verdict, diversity and realism metrics. Plots are in ``langevin_images.diagnostics.plots``
 (imported on demand: it loads matplotlib)."""
 
+from ..recording import open_record, random_directions, to_datatree
 from .convergence import (
     Diagnosis,
     diagnose,
@@ -11,7 +12,6 @@ from .convergence import (
     summary,
     worst_pixels,
 )
-from .export import random_directions, to_datatree
 from .metrics import (
     class_entropy,
     diversity,
@@ -33,6 +33,7 @@ __all__ = [
     "judge_probability",
     "mean_pairwise_distance",
     "nested_rhat",
+    "open_record",
     "penultimate",
     "pixel_maps",
     "pixel_std_map",

@@ -17,14 +17,17 @@ from .priors import (
     gaussian_energy,
     total_variation,
 )
+from .registry import PRIORS, BuiltPrior, build_prior, parse_prior
 from .style import AdaINStatsEnergy, ContentEnergy, StyleEnergy, channel_stats, gram
 from .transforms import RandomAffine, RandomRoll, Transformed
 
 __all__ = [
+    "PRIORS",
     "ActivationEnergy",
     "AdaINStatsEnergy",
     "BlurEvery",
     "BlurPenalty",
+    "BuiltPrior",
     "ClassLikelihood",
     "ContentEnergy",
     "DreamEnergy",
@@ -42,6 +45,7 @@ __all__ = [
     "Transformed",
     "activation_objective",
     "blur_penalty",
+    "build_prior",
     "capture",
     "channel_stats",
     "check_images",
@@ -51,6 +55,7 @@ __all__ = [
     "gaussian_energy",
     "gram",
     "guided_objective",
+    "parse_prior",
     "resolve_layers",
     "total_variation",
 ]

@@ -11,7 +11,16 @@ from numbers import Real
 
 from torch import Tensor
 
-__all__ = ["Energy", "Scaled", "Sum", "check_images", "per_chain_mean", "per_chain_sum"]
+__all__ = [
+    "Energy",
+    "Scaled",
+    "Sum",
+    "check_images",
+    "per_chain_mean",
+    "per_chain_sum",
+    "random_state",
+    "set_random_state",
+]
 
 
 def check_images(x: Tensor, *, channels: int | None = None, who: str = "energy") -> None:
@@ -51,6 +60,17 @@ class Energy:
 
     def terms(self, x: Tensor) -> dict[str, Tensor]:
         return self.evaluate(x)[1]
+
+    def random_state(self) -> dict[str, Tensor]:
+        """The state of every random generator the energy draws from (a stochastic transform's),
+        by name: what a checkpoint saves so that a resumed run draws what the uninterrupted one
+        would have. Empty for a deterministic energy."""
+        return {}
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        """Restore what ``random_state`` returned."""
+        if state:
+            raise ValueError(f"{self!r} has no random state, got {sorted(state)}")
 
     def __add__(self, other: Energy) -> Sum:
         if not isinstance(other, Energy):
@@ -93,6 +113,12 @@ class Scaled(Energy):
             k: v if k.startswith(SUMMARY_PREFIX) else self.weight * v for k, v in terms.items()
         }
 
+    def random_state(self) -> dict[str, Tensor]:
+        return random_state(self.inner)
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        set_random_state(self.inner, state)
+
     def __repr__(self) -> str:
         return f"{self.weight:g} * {self.inner!r}"
 
@@ -121,8 +147,37 @@ class Sum(Energy):
         assert total is not None
         return total, terms
 
+    def random_state(self) -> dict[str, Tensor]:
+        return {
+            f"{i}.{k}": v
+            for i, part in enumerate(self.parts)
+            for k, v in random_state(part).items()
+        }
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        for i, part in enumerate(self.parts):
+            prefix = f"{i}."
+            set_random_state(
+                part, {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            )
+
     def __repr__(self) -> str:
         return " + ".join(repr(p) for p in self.parts)
+
+
+def random_state(obj) -> dict[str, Tensor]:
+    """``obj.random_state()`` where it has one (energies, transforms), else ``{}``: any callable
+    is an energy, and a plain function draws nothing the sampler does not give it."""
+    fn = getattr(obj, "random_state", None)
+    return fn() if callable(fn) else {}
+
+
+def set_random_state(obj, state: dict[str, Tensor]) -> None:
+    fn = getattr(obj, "set_random_state", None)
+    if callable(fn):
+        fn(state)
+    elif state:
+        raise ValueError(f"{obj!r} has no random state to restore, got {sorted(state)}")
 
 
 def model_parameter(model) -> Tensor | None:

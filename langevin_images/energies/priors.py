@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..devices import on_device
-from ..samplers.preconditioners import Dense, Fourier, LowRankPlusDiagonal
+from ..linalg import Dense, Fourier, LowRankPlusDiagonal
 from .base import Energy, check_images, per_chain_sum
 
 __all__ = [

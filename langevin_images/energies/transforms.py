@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .base import Energy
+from .base import Energy, random_state, set_random_state
 
 __all__ = ["RandomAffine", "RandomRoll", "Transformed"]
 
@@ -146,6 +146,28 @@ class RandomAffine:
             )
         return self._consts[key]
 
+    def random_state(self) -> dict[str, Tensor]:
+        """The state of the generator of each device it has drawn on, by device name."""
+        return {key: g.get_state() for key, g in self._gens.items()}
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        for key, s in state.items():
+            g = self._gens.get(key) or torch.Generator(device=key)
+            g.set_state(s)
+            self._gens[key] = g
+
+    def __getstate__(self) -> dict:
+        # generators do not pickle, and the constants are device copies: send the generators'
+        # states and rebuild the constants where the transform lands
+        out = {k: v for k, v in self.__dict__.items() if k not in ("_gens", "_consts")}
+        out["_gen_states"] = self.random_state()
+        return out
+
+    def __setstate__(self, state: dict) -> None:
+        gens = state.pop("_gen_states")
+        self.__dict__.update(state, _gens={}, _consts={})
+        self.set_random_state(gens)
+
     def __repr__(self) -> str:
         return f"RandomAffine(jitter={self.jitter}, scale={self.scale}, degrees={self.degrees})"
 
@@ -181,6 +203,23 @@ class RandomRoll:
             ]
         )
 
+    def random_state(self) -> dict[str, Tensor]:
+        return {"cpu": self._gen.get_state()}
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        if state:
+            self._gen.set_state(state["cpu"])
+
+    def __getstate__(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "_gen"}
+        out["_gen_state"] = self._gen.get_state()
+        return out
+
+    def __setstate__(self, state: dict) -> None:
+        gen_state = state.pop("_gen_state")
+        self.__dict__.update(state, _gen=torch.Generator())
+        self._gen.set_state(gen_state)
+
     def __repr__(self) -> str:
         return f"RandomRoll(max_shift={self.max_shift})"
 
@@ -194,6 +233,18 @@ class Transformed(Energy):
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return self.inner.evaluate(self.transform(x))
+
+    def random_state(self) -> dict[str, Tensor]:
+        return {
+            **{f"transform.{k}": v for k, v in random_state(self.transform).items()},
+            **{f"inner.{k}": v for k, v in random_state(self.inner).items()},
+        }
+
+    def set_random_state(self, state: dict[str, Tensor]) -> None:
+        for part, obj in (("transform.", self.transform), ("inner.", self.inner)):
+            set_random_state(
+                obj, {k.removeprefix(part): v for k, v in state.items() if k.startswith(part)}
+            )
 
     def __repr__(self) -> str:
         return f"Transformed({self.inner!r}, {self.transform!r})"

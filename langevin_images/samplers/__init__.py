@@ -1,8 +1,10 @@
-"""Langevin samplers: the kernel, preconditioners, constraints and the ``sample()`` driver."""
+"""Langevin samplers: the kernel, the kernel registry, preconditioners, constraints and the
+``sample()`` / ``resume()`` driver."""
 
-from . import kernel, preconditioners
+from . import kernel, kernels, pcn, preconditioners
 from .constraints import Box
-from .driver import METHODS, DivergenceError, Run, sample
+from .driver import METHODS, DivergenceError, Run, resume, sample
+from .kernels import KERNELS, build_kernel, register
 from .parameters import LangevinParameters, from_three_epsilons, sample_three_epsilons
 from .preconditioners import (
     ColorFourier,
@@ -14,6 +16,7 @@ from .preconditioners import (
 )
 
 __all__ = [
+    "KERNELS",
     "METHODS",
     "Box",
     "ColorFourier",
@@ -25,9 +28,14 @@ __all__ = [
     "LangevinParameters",
     "LowRankPlusDiagonal",
     "Run",
+    "build_kernel",
     "from_three_epsilons",
     "kernel",
+    "kernels",
+    "pcn",
     "preconditioners",
+    "register",
+    "resume",
     "sample",
     "sample_three_epsilons",
 ]

@@ -1,26 +1,37 @@
-"""The ``sample()`` driver: warmup and adaptation, thinning, recording, progress, divergences."""
+"""The ``sample()`` driver: warmup and adaptation, thinning, recording, progress, divergences,
+interrupts, checkpoints and ``resume()``.
+
+The loop knows no method: it asks the kernel registry (``samplers.kernels``) for one. A run
+recorded to disk writes, with every block, the whole state of the loop (kernel state, schedule
+state, generator, the energy's own random state, divergence counters, step index), so that
+``resume(path, energy)`` continues a killed run and gives, bit for bit, the draws and
+statistics the uninterrupted run would have given.
+"""
 
 from __future__ import annotations
 
-import math
+import hashlib
 import os
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..recording import NetCDFRecorder, Recorder, as_recorder
+from ..linalg import as_preconditioner
+from ..recording import Recorder, ZarrRecorder, as_recorder, to_datatree
 from ..schedules import as_schedule
 from . import kernel
 from .constraints import Box
-from .preconditioners import as_preconditioner
+from .kernels import KERNELS, build_kernel, with_transform
 
-__all__ = ["METHODS", "DivergenceError", "Run", "sample"]
+__all__ = ["METHODS", "DivergenceError", "Run", "describe", "resume", "sample"]
 
-METHODS = ("mala", "ula", "descent")
+METHODS = ("mala", "ula", "descent")  # the built-in kernels; KERNELS has every registered one
 
 
 class DivergenceError(RuntimeError):
@@ -89,11 +100,14 @@ class Run:
         z = self.final_state.position
         return self.box.to_constrained(z) if self.box is not None else z
 
+    @property
+    def interrupted(self) -> bool:
+        """Whether the run stopped before its last step (Ctrl-C, SIGTERM)."""
+        return bool(self.config.get("interrupted", False))
+
     def to_datatree(self, **kwargs):
         """The run as an ArviZ 1.x ``xarray.DataTree``; keywords as in
-        ``langevin_images.diagnostics.to_datatree`` (projections, features)."""
-        from ..diagnostics.export import to_datatree
-
+        ``langevin_images.recording.to_datatree`` (projections, features)."""
         return to_datatree(self, **kwargs)
 
     def __repr__(self) -> str:
@@ -125,6 +139,81 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+def describe(obj: Any) -> str:
+    """A stable description of an energy or option: its repr where the class defines one, else
+    its qualified name (never a memory address), for the record and its fingerprint."""
+    if obj is None or isinstance(obj, str | int | float):
+        return repr(obj)
+    if type(obj).__repr__ is object.__repr__ or (callable(obj) and hasattr(obj, "__qualname__")):
+        target = obj if hasattr(obj, "__qualname__") else type(obj)
+        return f"{getattr(target, '__module__', '')}.{target.__qualname__}"
+    return repr(obj)
+
+
+def fingerprint(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class _Stop:
+    """SIGINT and SIGTERM during the loop set a flag that the loop reads between two steps, so
+    that an interrupt never leaves half a step in the state, the record or the checkpoint. A
+    second Ctrl-C raises KeyboardInterrupt at once. Only the main thread can take signals;
+    elsewhere (a worker thread) nothing is installed."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _Stop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _Loop(NamedTuple):
+    """Everything the loop carries from one step to the next: what a checkpoint holds."""
+
+    step: int  # the next global step
+    state: Any
+    sched_state: Any
+    grad_evals: int
+    in_a_row: Tensor
+    longest: Tensor
+    longest_end: Tensor
+    acc_sum: Tensor
+
+
+def _as_plain(x: Any) -> Any:
+    """NamedTuples (kernel and schedule states) as dicts, for ``torch.load(weights_only=True)``."""
+    if hasattr(x, "_asdict"):
+        return {k: _as_plain(v) for k, v in x._asdict().items()}
+    if isinstance(x, dict):
+        return {k: _as_plain(v) for k, v in x.items()}
+    return x
+
+
+def _restore(template: Any, saved: Any, device) -> Any:
+    """``saved`` (from ``_as_plain``) rebuilt in the type of ``template``, tensors on ``device``."""
+    if hasattr(template, "_asdict"):
+        fields = template._asdict()
+        return type(template)(**{k: _restore(fields[k], saved[k], device) for k in fields})
+    if isinstance(saved, dict):
+        return {k: _restore((template or {}).get(k), v, device) for k, v in saved.items()}
+    if isinstance(saved, Tensor):
+        return saved.to(device)
+    return saved
+
+
 def sample(
     energy: kernel.EnergyFn,
     x0: Tensor,
@@ -145,6 +234,8 @@ def sample(
     max_divergences_in_a_row: int = 20,
     transform: Any = None,
     normalize_step: bool = False,
+    spec: dict | None = None,
+    **kernel_options: Any,
 ) -> Run:
     """Sample ``pi(x) ~ exp(-E(x) / T)`` with Langevin dynamics, one chain per row of ``x0``.
 
@@ -158,8 +249,9 @@ def sample(
         Sampling steps after warmup; ``steps // thin`` draws are kept.
     warmup : int
         Steps before sampling, in which adaptive schedules tune the step size.
-    method : {"mala", "ula", "descent"}
-        Metropolis-adjusted, unadjusted, or zero-noise gradient descent (T = 0, no accept step).
+    method : {"mala", "ula", "descent", "pcn"} or another registered kernel
+        Metropolis-adjusted, unadjusted, zero-noise gradient descent (T = 0, no accept step),
+        or preconditioned Crank-Nicolson (``samplers.pcn``); see ``samplers.kernels``.
     step_size : float or Tensor
         ``eps``, shared or one per chain (shape ``(chains,)``); the initial value of a schedule.
     schedule : None, str or schedule object
@@ -170,7 +262,7 @@ def sample(
     temperature : float
         ``T`` > 0 for MALA and ULA; ignored (0) for descent.
     preconditioner : None or Preconditioner
-        Fixed symmetric positive-definite ``M`` (``langevin_images.samplers.preconditioners``).
+        Fixed symmetric positive-definite ``M`` (``langevin_images.linalg``).
     bounds : (lo, hi) or Box, optional
         Sample the target restricted to ``[lo, hi]`` exactly, through a logistic
         reparameterization with its log-Jacobian (see ``samplers.constraints``).
@@ -179,7 +271,8 @@ def sample(
     seed : int or torch.Generator
         All randomness comes from here; the same seed gives the same run.
     record_to : None, path or Recorder
-        None keeps the run in memory; a path streams it to a netCDF file (bounded memory).
+        None keeps the run in memory; a path streams it to a crash-safe zarr record (bounded
+        memory) with a checkpoint at every block, which ``resume(path, energy)`` continues.
     progress : bool
         Show a progress bar with the acceptance rate and step size.
     max_divergences_in_a_row : int
@@ -192,14 +285,20 @@ def sample(
     normalize_step : bool
         Descent only: divide each chain's step by the mean magnitude of its preconditioned
         gradient, so that ``step_size`` is the mean change of a coordinate per step (the
-        google/deepdream recipe). Not allowed for MALA and ULA, whose step must not depend on
-        the current gradient.
+        google/deepdream recipe).
+    spec : dict, optional
+        The JSON-friendly description of the job this run is (``runs.RunSpec.to_dict()``),
+        kept in the record with its hash; ``resume`` refuses a record whose hash differs.
+    **kernel_options
+        Options of the kernel (e.g. ``prior_mean`` for ``pcn``).
 
     Returns
     -------
     Run
         ``run.samples`` ``(chain, draw, ...)``, ``run.stats`` name -> ``(chain, step)``,
-        ``run.grad_evals``, ``run.to_datatree()``.
+        ``run.grad_evals``, ``run.to_datatree()``. Ctrl-C or SIGTERM stops the run between two
+        steps and returns it with ``run.interrupted`` set (a record on disk then holds a
+        checkpoint at that step).
     """
     if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 2:
         raise ValueError(
@@ -209,66 +308,42 @@ def sample(
     steps = _check_int("steps", steps, 1)
     warmup = _check_int("warmup", warmup, 0)
     thin = _check_int("thin", thin, 1)
-    max_div = _check_int("max_divergences_in_a_row", max_divergences_in_a_row, 1)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "descent":
-        temperature = 0.0
-    elif not (
-        isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be > 0 for {method}; use method='descent' for T = 0")
+    _check_int("max_divergences_in_a_row", max_divergences_in_a_row, 1)
     if not 0 < target_accept < 1:
         raise ValueError("target_accept must be in (0, 1)")
-    if normalize_step and method != "descent":
-        raise ValueError("normalize_step is for method='descent' only (it breaks MALA and ULA)")
-
     chains, device = x0.shape[0], x0.device
     eps0 = _step_size_tensor(step_size, chains, device)
-    sched = as_schedule(schedule)
-    precond = as_preconditioner(preconditioner)
-    box = bounds if isinstance(bounds, Box) or bounds is None else Box(*bounds)
     if isinstance(seed, torch.Generator):
         generator = seed
     else:
         generator = torch.Generator(device=device).manual_seed(int(seed))
-
-    energy_fn = box.wrap(energy, temperature) if box else energy
-    position = box.to_unconstrained(x0.detach()) if box else x0.detach()
-
-    def to_image(z: Tensor) -> Tensor:
-        return box.to_constrained(z) if box else z
-
-    def image_energy(state: kernel.LangevinState) -> Tensor:
-        if box is None or temperature == 0:
-            return state.energy
-        return state.energy + temperature * box.log_det_jacobian(state.position)
-
     config = {
         "method": method,
         "steps": steps,
         "warmup": warmup,
         "thin": thin,
-        "temperature": float(temperature),
+        "temperature": 0.0 if method == "descent" else temperature,
         "step_size": eps0.tolist(),
-        "schedule": repr(sched),
+        "schedule_arg": schedule if schedule is None or isinstance(schedule, str) else None,
         "target_accept": target_accept,
-        "preconditioner": repr(precond),
-        "bounds": None if box is None else [box.lo, box.hi],
+        "bounds": None if bounds is None or isinstance(bounds, Box) else list(bounds),
         "normalize_step": bool(normalize_step),
+        "max_divergences_in_a_row": max_divergences_in_a_row,
+        "kernel_options": {k: describe(v) for k, v in kernel_options.items()},
         "seed": seed if isinstance(seed, int) else "generator",
         "chains": chains,
         "shape": list(x0.shape[1:]),
         "dtype": str(x0.dtype).removeprefix("torch."),
         "device": str(device),
     }
-    every = 0
-    if transform is not None:
-        every = getattr(transform, "every", None)
-        if not callable(transform) or not isinstance(every, int) or every < 1:
-            raise TypeError("transform must be callable with an integer attribute every >= 1")
-        config["transform"] = f"{transform!r} (not a Langevin move: breaks invariance)"
+    setup = _setup(
+        energy, config, schedule=schedule, preconditioner=preconditioner, bounds=bounds,
+        transform=transform, kernel_options=kernel_options,
+    )  # fmt: skip
     recorder = as_recorder(record_to)
+    attrs = {"method": method, "temperature": setup.kern.temperature, "config": setup.config}
+    if spec is not None:
+        attrs.update(spec=spec, spec_hash=spec_hash(spec))
     recorder.start(
         chains=chains,
         warmup=warmup,
@@ -276,121 +351,326 @@ def sample(
         thin=thin,
         position_shape=tuple(x0.shape[1:]),
         dtype=x0.dtype,
-        attrs={"method": method, "temperature": float(temperature)},
+        attrs=attrs,
     )
-
-    adjust = method == "mala"  # the float64 g^T M g enters only MALA's accept step
-    state = kernel.init(energy_fn, position, precond, exact=adjust)
+    position = setup.box.to_unconstrained(x0.detach()) if setup.box else x0.detach()
+    try:
+        state = setup.kern.init(position)
+    except BaseException:
+        recorder.close()
+        raise
     bad = ~torch.isfinite(state.energy)
     if bad.any():
         recorder.close()
         raise ValueError(
             f"the energy at x0 is not finite for chain(s) {bad.nonzero().flatten().tolist()}"
         )
-    grad_evals = 1
-    sched_state = sched.init(eps0, warmup=warmup, steps=steps, target_accept=target_accept)
-    run = Run(recorder, state, grad_evals, config, box)
+    zeros = torch.zeros(chains, dtype=torch.int64, device=device)
+    loop = _Loop(
+        0,
+        state,
+        setup.sched.init(eps0, warmup=warmup, steps=steps, target_accept=target_accept),
+        1,
+        zeros,
+        zeros.clone(),
+        zeros.clone(),
+        torch.zeros(chains, dtype=torch.float64, device=device),
+    )
+    return _drive(setup, loop, recorder, generator, energy, progress=progress)
 
-    total = warmup + steps
-    in_a_row = torch.zeros(chains, dtype=torch.int64, device=device)
+
+class _Setup(NamedTuple):
+    kern: Any
+    sched: Any
+    box: Box | None
+    config: dict
+    max_div: int
+
+
+def _setup(energy, config, *, schedule, preconditioner, bounds, transform, kernel_options):
+    """The kernel, schedule and box of a run, checked against each other; ``config`` completed
+    with their descriptions."""
+    method = config["method"]
+    sched = as_schedule(schedule)
+    precond = as_preconditioner(preconditioner)
+    box = bounds if isinstance(bounds, Box) or bounds is None else Box(*bounds)
+    energy_fn = box.wrap(energy, config["temperature"]) if box else energy
+    if method not in KERNELS:
+        raise ValueError(f"method must be one of {tuple(KERNELS)}, got {method!r}")
+    options = dict(kernel_options)
+    if config["normalize_step"]:
+        if method != "descent":
+            raise ValueError("normalize_step is for method='descent' only (it breaks MALA and ULA)")
+        options["normalize_step"] = True
+    kern = build_kernel(
+        method, energy_fn, temperature=config["temperature"], preconditioner=precond, **options
+    )
+    if getattr(sched, "adaptive", False) and not kern.accepts:
+        raise ValueError(
+            f"schedule {sched!r} adapts to an acceptance rate, which method={method!r} does not "
+            "have; give a constant step or a decay"
+        )
+    config = {
+        **config,
+        "temperature": float(kern.temperature),
+        "schedule": repr(sched),
+        "preconditioner": repr(precond),
+        "energy": describe(energy),
+    }
+    config["energy_hash"] = fingerprint(config["energy"])
+    if transform is not None:
+
+        def to_image(z):
+            return box.to_constrained(z) if box else z
+
+        def to_position(x):
+            return box.to_unconstrained(x) if box else x
+
+        kern = with_transform(kern, transform, to_image, to_position)
+        config["transform"] = f"{transform!r} (not a Langevin move: breaks invariance)"
+    return _Setup(kern, sched, box, config, config["max_divergences_in_a_row"])
+
+
+def spec_hash(spec: dict) -> str:
+    """The hash of a spec's canonical JSON (sorted keys): two specs of the same job agree."""
+    import json
+
+    return fingerprint(json.dumps(spec, sort_keys=True, default=str))
+
+
+def _random_state(energy) -> dict:
+    """The energy's own random state (a stochastic transform's generators), if it has one:
+    asked for by duck typing, since any callable is an energy."""
+    fn = getattr(energy, "random_state", None)
+    return fn() if callable(fn) else {}
+
+
+def _checkpoint(loop: _Loop, generator: torch.Generator, energy) -> dict:
+    return {
+        **_as_plain(loop._replace(state=None, sched_state=None)._asdict()),
+        "state": _as_plain(loop.state),
+        "sched_state": _as_plain(loop.sched_state),
+        "generator": generator.get_state(),
+        "energy_random_state": _random_state(energy),
+    }
+
+
+def _drive(setup: _Setup, loop: _Loop, recorder, generator, energy, *, progress: bool) -> Run:
+    """The loop from ``loop.step`` to the end, recording, checkpointing, and stopping cleanly."""
+    kern, sched, box, config = setup.kern, setup.sched, setup.box, setup.config
+    warmup, total = config["warmup"], config["warmup"] + config["steps"]
+    temperature = kern.temperature
+    chains = loop.state.position.shape[0]
+    device = loop.state.position.device
+    run = Run(recorder, loop.state, loop.grad_evals, config, box)
+
+    def to_image(z: Tensor) -> Tensor:
+        return box.to_constrained(z) if box else z
+
+    def image_energy(state) -> Tensor:
+        if box is None or temperature == 0:
+            return state.energy
+        return state.energy + temperature * box.log_det_jacobian(state.position)
+
     # the longest run of divergences per chain and the step it ended at, checked every
     # `refresh` steps so that the loop forces no device sync per step
-    longest = torch.zeros_like(in_a_row)
-    longest_end = torch.zeros_like(in_a_row)
-    acc_sum = torch.zeros(chains, dtype=torch.float64, device=device)  # per chain: one add
     refresh = max(1, min(50, total // 100))
     if device.type != "cpu":  # there each look is a device sync, which stalls the GPU's queue
         refresh = max(refresh, 10)
     bar = tqdm(
         total=total,
+        initial=loop.step,
         disable=not progress,
-        desc="warmup" if warmup else "sampling",
+        desc="warmup" if loop.step < warmup else "sampling",
         unit="step",
         dynamic_ncols=True,
         leave=True,
     )
+    descent = config["method"] == "descent"
+    stopped = None
     try:
-        for t in range(total):
-            if t == warmup and warmup:
-                bar.set_description("sampling")
-                acc_sum.zero_()
-            eps = shown = sched.step_size(sched_state)
-            if normalize_step:
-                eps = eps / kernel.drift_magnitude(state).to(eps).clamp_min(1e-12)
-            state, info = kernel.step(
-                state,
-                energy_fn,
-                eps,
-                generator,
-                temperature=temperature,
-                adjust=adjust,
-                preconditioner=precond,
-            )
-            grad_evals += 1
-            if every and (t + 1) % every == 0:
-                moved = transform(to_image(state.position))
-                state = kernel.init(
-                    energy_fn, box.to_unconstrained(moved) if box else moved, precond, exact=adjust
-                )
-                grad_evals += 1
-            sched_state = sched.update(sched_state, t, info.acceptance_prob)
-            recorder.save_step(
-                t,
-                to_image(state.position) if recorder.keeps(t) else None,
-                {
+        with _Stop() as stop:
+            for t in range(loop.step, total):
+                if stop.signal is not None:
+                    stopped = stop.signal
+                    break
+                state, sched_state, grad_evals, in_a_row, longest, longest_end, acc_sum = loop[1:]
+                if t == warmup and warmup:
+                    bar.set_description("sampling")
+                    acc_sum = torch.zeros_like(acc_sum)
+                eps = sched.step_size(sched_state)
+                state, info = kern.step(t, state, eps, generator)
+                grad_evals += info.evals
+                sched_state = sched.update(sched_state, t, info.acceptance_prob)
+                stats = {
                     "acceptance_prob": info.acceptance_prob,
                     "is_accepted": info.is_accepted,
                     "step_size": eps.to(torch.float64),
                     "energy": image_energy(state).to(torch.float64),
-                    "grad_norm": torch.linalg.vector_norm(
+                }
+                if state.grad is not None:
+                    stats["grad_norm"] = torch.linalg.vector_norm(
                         state.grad.reshape(chains, -1), dim=1, dtype=torch.float64
-                    ),
-                    "diverging": info.diverging,
-                    **{f"term_{k}": v.to(torch.float64) for k, v in state.terms.items()},
-                },
-            )
-            acc_sum += info.acceptance_prob
-            in_a_row = torch.where(info.diverging, in_a_row + 1, 0)
-            longer = in_a_row > longest
-            longest = torch.where(longer, in_a_row, longest)
-            longest_end = torch.where(longer, t, longest_end)
-            if (t + 1) % refresh == 0 or t + 1 == total:
-                c = int(longest.argmax())
-                worst, end = int(longest[c]), int(longest_end[c])
-                if worst >= max_div:
-                    run.final_state, run.grad_evals = state, grad_evals
-                    raise DivergenceError(
-                        f"chain {c} diverged (non-finite energy or gradient) {worst} steps "
-                        f"in a row, steps {end - worst + 1}..{end}; try a smaller step_size, "
-                        f"bounds, or a stronger prior",
-                        run,
                     )
-                if progress:
-                    n_phase = t + 1 - (warmup if t >= warmup else 0)
-                    # a normalized step shows the mean move per coordinate, not the huge
-                    # eps of a nearly flat energy
-                    key, value = ("step", shown) if normalize_step else ("eps", eps)
-                    bar.set_postfix(
-                        acc=f"{float(acc_sum.mean()) / n_phase:.3f}",
-                        **{key: f"{float(value.mean()):.3g}"},
-                        refresh=False,
-                    )
-                    bar.update((t + 1) - bar.n)
-    except KeyboardInterrupt:
-        # an interrupted run keeps what it has: the caller gets the steps done so far
-        run.config["interrupted_at_step"] = recorder.completed
-        warnings.warn(
-            f"sampling interrupted after {recorder.completed} of {total} steps; returning the "
-            f"{recorder.completed_draws} draws recorded so far",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+                stats["diverging"] = info.diverging
+                for k, v in (state.terms or {}).items():
+                    stats[f"term_{k}"] = v.to(torch.float64)
+                recorder.save_step(
+                    t, to_image(state.position) if recorder.keeps(t) else None, stats
+                )
+                acc_sum = acc_sum + info.acceptance_prob
+                in_a_row = torch.where(info.diverging, in_a_row + 1, 0)
+                longer = in_a_row > longest
+                longest = torch.where(longer, in_a_row, longest)
+                longest_end = torch.where(longer, t, longest_end)
+                loop = _Loop(t + 1, state, sched_state, grad_evals, in_a_row, longest,
+                             longest_end, acc_sum)  # fmt: skip
+                run.final_state, run.grad_evals = state, grad_evals
+                if recorder.due():
+                    recorder.flush(_checkpoint(loop, generator, energy), {"grad_evals": grad_evals})
+                if (t + 1) % refresh == 0 or t + 1 == total:
+                    c = int(longest.argmax())
+                    worst, end = int(longest[c]), int(longest_end[c])
+                    if worst >= setup.max_div:
+                        raise DivergenceError(
+                            f"chain {c} diverged (non-finite energy or gradient) {worst} steps "
+                            f"in a row, steps {end - worst + 1}..{end}; try a smaller step_size, "
+                            f"bounds, or a stronger prior",
+                            run,
+                        )
+                    if progress:
+                        n_phase = t + 1 - (warmup if t >= warmup else 0)
+                        if descent:  # an optimization: its energy says how it goes
+                            shown = {"energy": f"{float(state.energy.mean()):.4g}"}
+                        else:
+                            shown = {"acc": f"{float(acc_sum.mean()) / n_phase:.3f}"}
+                        # a normalized step is the mean move per coordinate, not an eps
+                        key = "step" if config["normalize_step"] else "eps"
+                        shown[key] = f"{float(eps.mean()):.3g}"
+                        bar.set_postfix(**shown, refresh=False)
+                        bar.update((t + 1) - bar.n)
+    except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the last checkpoint stays the one
+        stopped = signal.SIGINT
+        recorder.close(attrs={"interrupted": True, "grad_evals": loop.grad_evals})
     except Exception as err:
-        if isinstance(recorder, NetCDFRecorder):
-            err.add_note(f"the {recorder.completed} steps done so far are in {recorder.path}")
+        if isinstance(recorder, ZarrRecorder):
+            err.add_note(
+                f"the {recorder.completed} steps done so far are in {recorder.path}"
+                + (
+                    f"; resume from step {recorder.checkpoint_step} with langevin_images.resume"
+                    if recorder.checkpoint_step > 0
+                    else ""
+                )
+            )
+        recorder.close(attrs={"grad_evals": loop.grad_evals, "error": repr(err)})
         raise
     finally:
         bar.close()
-        run.final_state, run.grad_evals = state, grad_evals
-        recorder.close()
+    if stopped is not None:
+        config["interrupted"] = True
+        config["interrupted_at_step"] = loop.step
+        config["signal"] = signal.Signals(stopped).name
+        where = ""
+        if isinstance(recorder, ZarrRecorder):
+            where = f"; resume with langevin_images.resume({str(recorder.path)!r}, energy)"
+        warnings.warn(
+            f"sampling interrupted ({config['signal']}) after {loop.step} of {total} steps; "
+            f"returning the {recorder.completed_draws} draws recorded so far{where}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    recorder.close(
+        _checkpoint(loop, generator, energy),
+        {"grad_evals": loop.grad_evals, "interrupted": stopped is not None,
+         "interrupted_at_step": loop.step if stopped is not None else None},
+    )  # fmt: skip
+    run.final_state, run.grad_evals = loop.state, loop.grad_evals
     return run
+
+
+def resume(
+    path: str | os.PathLike,
+    energy: kernel.EnergyFn,
+    *,
+    schedule: Any = None,
+    preconditioner: Any = None,
+    bounds: Box | None = None,
+    transform: Any = None,
+    spec: dict | None = None,
+    progress: bool = True,
+    device: torch.device | str | None = None,
+    **kernel_options: Any,
+) -> Run:
+    """Continue the run recorded at ``path`` from its last checkpoint, to its last step.
+
+    Give the same energy, and the same objects for whatever the run was given as an object
+    (a schedule object, a preconditioner, a Box, a transform, kernel options): only their
+    descriptions are in the record, and each is checked against it. Strings and None are
+    taken from the record. The continued run writes into the same record, and gives exactly
+    (bit for bit, on the same device and thread count) the draws and statistics the
+    uninterrupted run would have given.
+
+    Raises
+    ------
+    ValueError
+        In one line, if the record's spec or energy fingerprint differs from the ones given.
+    """
+    recorder = ZarrRecorder.open(path)
+    if recorder.checkpoint_step < 0:
+        raise ValueError(
+            f"{path}: no checkpoint was written yet (killed before its first block), nothing to "
+            "resume: start the run again"
+        )
+    a = recorder.attrs
+    config = {k: v for k, v in (a.get("config") or {}).items()
+              if k not in ("interrupted", "interrupted_at_step", "signal")}  # fmt: skip
+    if spec is not None and a.get("spec_hash") != spec_hash(spec):
+        raise ValueError(
+            f"{path}: the record's spec hash {a.get('spec_hash')} differs from the spec given "
+            f"({spec_hash(spec)}); resume it with its own spec, or start a new run"
+        )
+    if fingerprint(describe(energy)) != config.get("energy_hash"):
+        raise ValueError(
+            f"{path}: recorded for the energy {config.get('energy')!r}, not {describe(energy)!r}"
+        )
+    sched = schedule if schedule is not None else config.get("schedule_arg")
+    bounds = bounds if bounds is not None else config.get("bounds")
+    setup = _setup(
+        energy, config, schedule=sched, preconditioner=preconditioner, bounds=bounds,
+        transform=transform, kernel_options=kernel_options,
+    )  # fmt: skip
+    for key in ("schedule", "preconditioner", "transform"):
+        if setup.config.get(key) != config.get(key):
+            raise ValueError(
+                f"{path}: recorded with {key} {config.get(key)!r}, resumed with "
+                f"{setup.config.get(key)!r}; pass the same {key}"
+            )
+    device = torch.device(device or config.get("device", "cpu"))
+    checkpoint = recorder.resume(device)
+    loop = _restore_loop(setup, checkpoint, config, device)
+    generator = torch.Generator(device=device)
+    generator.set_state(checkpoint["generator"])
+    saved = checkpoint["energy_random_state"]
+    if saved:
+        energy.set_random_state(saved)
+    return _drive(setup, loop, recorder, generator, energy, progress=progress)
+
+
+def _restore_loop(setup: _Setup, checkpoint: dict, config: dict, device) -> _Loop:
+    """The loop's carry from a checkpoint, in the types a fresh run would have."""
+    chains = config["chains"]
+    eps0 = torch.as_tensor(config["step_size"], dtype=torch.float64, device=device)
+    sched_template = setup.sched.init(
+        eps0, warmup=config["warmup"], steps=config["steps"], target_accept=config["target_accept"]
+    )
+    saved_state = checkpoint["state"]
+    state = _restore(setup.kern.state_type(**dict.fromkeys(saved_state)), saved_state, device)
+    if state.position.shape[0] != chains:
+        raise ValueError(f"checkpoint holds {state.position.shape[0]} chains, not {chains}")
+    return _Loop(
+        int(checkpoint["step"]),
+        state,
+        _restore(sched_template, checkpoint["sched_state"], device),
+        int(checkpoint["grad_evals"]),
+        *[checkpoint[k].to(device) for k in ("in_a_row", "longest", "longest_end", "acc_sum")],
+    )

@@ -55,6 +55,7 @@ class LangevinInfo(NamedTuple):
     is_accepted: Tensor  # (chains,) bool
     diverging: Tensor  # (chains,) bool: the proposal's energy or gradient was not finite
     proposal_energy: Tensor  # (chains,)
+    evals: int = 1  # energy(+gradient) evaluations the step spent, per chain
 
 
 def energy_and_grad(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -27,23 +27,56 @@ read them block by block).
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import torch
 import xarray as xr
 
 from ..energies.base import SUMMARY_PREFIX
-from ..recording import NetCDFRecorder
+from .disk import ZarrRecorder, position_dims
 
-__all__ = ["to_datatree"]
+__all__ = ["RecordedRun", "open_record", "random_directions", "to_datatree"]
 
 
-def _position_dims(shape: tuple[int, ...]) -> tuple[str, list[str]]:
-    if len(shape) == 3:
-        return "image", ["channel", "row", "col"]
-    return "x", [f"x_dim_{i}" for i in range(len(shape))]
+@dataclass
+class RecordedRun:
+    """A run as read back from its record alone, with no ``Run`` object: what ``to_datatree``
+    needs (the recorder, the configuration, the gradient count) and what the record's attrs
+    say (the spec, whether it finished or was interrupted)."""
+
+    recorder: Any
+    config: dict
+    grad_evals: int
+    attrs: dict
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> RecordedRun:
+        rec = ZarrRecorder.open(path)
+        a = rec.attrs
+        return cls(rec, dict(a.get("config") or {}), int(a.get("grad_evals", 0)), a)
+
+    def to_datatree(self, **kwargs) -> xr.DataTree:
+        return to_datatree(self, **kwargs)
+
+
+def open_record(path: str | os.PathLike, **kwargs) -> xr.DataTree:
+    """The ArviZ DataTree of the record at ``path``, read from disk alone (also while the run
+    is still being written, or after it was killed: up to its last complete block).
+
+    Keywords as in ``to_datatree`` (projections, features, chain_groups); a record made from a
+    spec has the per-chain target as ``chain_groups`` by default.
+    """
+    run = RecordedRun.open(path)
+    groups = run.attrs.get("chain_groups")
+    if groups is not None:
+        kwargs.setdefault("chain_groups", groups)
+    return to_datatree(run, **kwargs)
 
 
 def _stats_block(
@@ -138,12 +171,10 @@ def to_datatree(
     temperature = float(run.config.get("temperature", 1.0))
     warmup, thin = rec.warmup, rec.thin
     n_draws = rec.completed_draws
-    name, dims = _position_dims(rec.position_shape)
+    name, dims = position_dims(rec.position_shape)
 
-    if isinstance(rec, NetCDFRecorder):
-        ds = xr.open_dataset(rec.path, engine="h5netcdf")
-        pos = ds["position"].isel(draw=slice(0, n_draws)).variable
-        pos = xr.Variable(["chain", "draw", *dims], pos)
+    if hasattr(rec, "lazy_positions"):  # on disk: read block by block
+        pos = rec.lazy_positions()
     else:
         pos = xr.Variable(["chain", "draw", *dims], rec.get_chain().numpy())
 
@@ -167,7 +198,15 @@ def to_datatree(
         "schedule": str(run.config.get("schedule", "")),
         "target_accept": float(run.config.get("target_accept", 0.574)),
         "preconditioner": str(run.config.get("preconditioner", "")),
+        "config": json.dumps(run.config, default=str),
     }
+    rec_attrs = getattr(run, "attrs", None) or getattr(rec, "attrs", {})
+    for key in ("spec", "spec_hash", "energy", "energy_hash", "interrupted"):
+        if rec_attrs.get(key) is not None:
+            value = rec_attrs[key]
+            if isinstance(value, bool):
+                value = int(value)
+            attrs[key] = value if isinstance(value, str | int | float) else json.dumps(value)
     posterior = {name: pos, "energy": (["chain", "draw"], energy)}
     for key, values in stats.items():  # named energy terms and summaries, at each draw
         if key.startswith("term_"):

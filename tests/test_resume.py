@@ -1,0 +1,136 @@
+"""Checkpoints and resume: a run killed with SIGKILL anywhere and resumed gives, bit for bit,
+the draws and statistics of the uninterrupted run; the record is readable at every kill."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import langevin_images as li
+from langevin_images.recording import ZarrRecorder
+
+CHILD = Path(__file__).with_name("_resume_child.py")
+
+
+def _child(*args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"child {args} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return proc
+
+
+def _raw(path) -> xr.DataTree:
+    return xr.open_datatree(path, engine="zarr", consolidated=False)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ref") / "full.zarr"
+    _child(path, 0)
+    return _raw(path)
+
+
+# evaluation 1 is the start, step t is evaluation t + 2; blocks of 8 steps: a checkpoint after
+# steps 7, 15, 23, 31, 39; warmup is steps 0..15
+KILLS = {"during warmup": (13, 8), "right after a block": (18, 16), "mid-block": (30, 24)}
+
+
+@pytest.mark.parametrize("where", list(KILLS))
+def test_killed_and_resumed_is_bit_identical(tmp_path, reference, where):
+    kill_at, checkpoint = KILLS[where]
+    path = tmp_path / "run.zarr"
+    proc = _child(path, kill_at, check=False)
+    assert proc.returncode == -signal.SIGKILL
+    # readable as it was left, with xarray alone and as the ArviZ tree, up to its last block
+    raw = _raw(path)
+    assert raw.attrs["completed_steps"] == raw.attrs["checkpoint_step"] == checkpoint
+    assert not raw.attrs["finished"]
+    tree = li.open_record(path)
+    assert tree["posterior"].sizes["draw"] == max(0, checkpoint - 16) // 2
+    _child(path, "resume")
+    resumed = _raw(path)
+    assert resumed.attrs["finished"] and resumed.attrs["completed_steps"] == 56
+    for group in ("steps", "draws"):
+        for name, var in reference[group].data_vars.items():
+            np.testing.assert_array_equal(resumed[group][name].values, var.values, err_msg=name)
+    assert resumed.attrs["grad_evals"] == reference.attrs["grad_evals"] == 57
+
+
+def test_a_kill_before_the_first_block_leaves_a_readable_empty_record(tmp_path):
+    path = tmp_path / "run.zarr"
+    assert _child(path, 5, check=False).returncode == -signal.SIGKILL
+    assert li.open_record(path)["posterior"].sizes["draw"] == 0
+    with pytest.raises(ValueError, match="no checkpoint was written yet"):
+        li.resume(path, lambda x: x.sum(1))
+
+
+def _quad(x):
+    return 0.5 * x.square().flatten(1).sum(1)
+
+
+def test_resume_refuses_another_energy_spec_or_option(tmp_path):
+    path = tmp_path / "r.zarr"
+    spec = {"job": "test", "seed": 1}
+    li.sample(_quad, torch.zeros(2, 3), steps=10, record_to=path, spec=spec, progress=False)
+    with pytest.raises(ValueError, match="recorded for the energy"):
+        li.resume(path, lambda x: x.square().sum(1), progress=False)
+    with pytest.raises(ValueError, match=r"spec hash .* differs"):
+        li.resume(path, _quad, spec={**spec, "seed": 2}, progress=False)
+    with pytest.raises(ValueError, match="recorded with preconditioner"):
+        li.resume(path, _quad, preconditioner=li.samplers.Diagonal(torch.ones(3)))
+    # the same spec resumes; a finished run has nothing left to do
+    run = li.resume(path, _quad, spec=spec, progress=False)
+    assert run.recorder.completed == 10
+
+
+def test_ctrl_c_during_warmup_leaves_a_checkpoint_and_resumes_exactly(tmp_path):
+    """SIGINT is taken between two steps: the record and the checkpoint stop at that step,
+    and the resumed run is the uninterrupted one."""
+    import os
+
+    calls = {"n": 0}
+
+    def energy(x):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return _quad(x)
+
+    kw = dict(steps=12, warmup=10, schedule="dual_averaging", seed=2, progress=False)
+    full = li.sample(_quad, torch.ones(3, 4), record_to=tmp_path / "full.zarr", **kw)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        part = li.sample(energy, torch.ones(3, 4), record_to=tmp_path / "part.zarr", **kw)
+    assert part.interrupted and part.config["interrupted_at_step"] == 6
+    assert any("resume with langevin_images.resume" in str(w.message) for w in caught)
+    raw = _raw(tmp_path / "part.zarr")
+    assert raw.attrs["interrupted"] and raw.attrs["checkpoint_step"] == 6
+    assert li.open_record(tmp_path / "part.zarr")["posterior"].sizes["draw"] == 0
+    resumed = li.resume(tmp_path / "part.zarr", energy, progress=False)
+    for k, v in full.stats.items():
+        assert torch.equal(v, resumed.stats[k]), k
+    assert torch.equal(full.samples, resumed.samples)
+
+
+def test_pcn_resumes_exactly(tmp_path):
+    kw = dict(method="pcn", prior_mean=0.0, steps=30, warmup=0, step_size=0.5, seed=4,
+              progress=False)  # fmt: skip
+    full = li.sample(_quad, torch.zeros(2, 5), record_to=ZarrRecorder(tmp_path / "a.zarr",
+                     buffer_steps=4), **kw)  # fmt: skip
+    rec = ZarrRecorder.open(tmp_path / "a.zarr")
+    assert rec.checkpoint_step == 30
+    del kw["steps"], kw["warmup"], kw["step_size"], kw["seed"], kw["method"]
+    del kw["progress"]
+    # nothing left to do on a finished record, and the draws are the same
+    again = li.resume(tmp_path / "a.zarr", _quad, progress=False, **kw)
+    assert torch.equal(again.samples, full.samples)
