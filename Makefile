@@ -5,7 +5,7 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	.venv/bin/langevin-images demo --out out/demo
+	.venv/bin/langevin-images demo --out out/demo --force
 
 test: setup
 	.venv/bin/ruff check .

@@ -33,7 +33,7 @@ for tf32 in (True, False):
 EOF
 $py -m pytest -q -p no:cacheprovider -o addopts="-ra" tests/test_cuda.py 2>&1 | tee "$out/cuda_tests.log"
 if [ ${#quick[@]} -eq 0 ]; then
-    $py -m langevin_images.cli demo --device cuda --quiet --out "${TMPDIR:-/tmp}/demo_cuda" 2>&1 \
+    $py -m langevin_images.cli demo --device cuda --quiet --force --out "${TMPDIR:-/tmp}/demo_cuda" 2>&1 \
         | tee "$out/demo_cuda.log"
 fi
 $py benchmarks/bench_apps.py "${quick[@]}" --device cuda --json "$out/apps_cuda.json" 2>&1 | tee "$out/bench_apps_cuda.log"

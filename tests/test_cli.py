@@ -133,6 +133,8 @@ BAD = [
     (["diagnose", "{tmp}/nowhere"], "no run at"),
     (["diagnose", "{text}"], "not a run DataTree"),
     (["nosuchcommand"], "invalid choice"),
+    (["sample", "--out", ""], "--out is empty"),
+    (["sample", "--resume", "{tmp}"], "no run record"),
     (["sample", "--device", "gpu0"], "not a device"),
     (["visualize", "--layer", "_blocks.1", "--device", "meta"], "only cpu and cuda"),
 ]
@@ -165,14 +167,112 @@ def test_internal_errors_exit_1_with_the_traceback(monkeypatch, capsys, tmp_path
     def boom(args):
         raise RuntimeError("something broke inside")
 
-    parser = cli._build_parser
+    parser = cli.build_parser
 
     def patched():
         p = parser()
         p._subparsers._group_actions[0].choices["diagnose"].set_defaults(func=boom)
         return p
 
-    monkeypatch.setattr(cli, "_build_parser", patched)
+    monkeypatch.setattr(cli, "build_parser", patched)
     assert cli.main(["diagnose", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "something broke inside" in err
+
+
+def _tiny_sample(out, *extra):
+    return ["sample", "--model", "mnist", "--target", "1", "--out", str(out), "--threads", "1",
+            *TINY, *extra]  # fmt: skip
+
+
+def test_run_folders_are_never_mixed(tmp_path, capsys):
+    """An --out that holds a run is refused (exit 2, one line) unless --force, which clears it
+    first: no file of the older run survives beside the new one."""
+    out = tmp_path / "run"
+    assert main(_tiny_sample(out)) == 0
+    (out / "stale_plot.png").write_bytes(b"old")
+    capsys.readouterr()
+    assert main(_tiny_sample(out, "--seed", "1")) == 2
+    err = capsys.readouterr().err
+    assert "holds a run already" in err and len(err.strip().splitlines()) == 1
+    assert main(_tiny_sample(out, "--seed", "1", "--force")) == 0
+    assert not (out / "stale_plot.png").exists()
+    assert json.loads((out / "run.json").read_text())["spec"]["seed"] == 1
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.tex").write_text("mine")
+    assert main(_tiny_sample(other, "--force")) == 2  # not a run folder: never cleared
+    assert (other / "thesis.tex").exists()
+
+
+def _cli(*argv, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "langevin_images.cli", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw,
+    )  # fmt: skip
+
+
+def _wait_for_checkpoint(record, proc, at_least: int, timeout: float = 240.0) -> int:
+    import time
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        meta = record / "zarr.json"
+        if meta.exists():
+            step = json.loads(meta.read_text())["attributes"].get("checkpoint_step", -1)
+            if step >= at_least:
+                return step
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint in time")
+
+
+LONG = ["--model", "mnist", "--target", "1", "--chains", "2", "--steps", "400", "--warmup",
+        "100", "--checkpoint-every", "20", "--threads", "1", "--quiet", "--device", "cpu"]  # fmt: skip
+
+
+def test_ctrl_c_exits_130_with_a_card_and_resume_finishes(tmp_path):
+    import signal
+
+    out = tmp_path / "run"
+    proc = _cli("sample", *LONG, "--out", str(out))
+    _wait_for_checkpoint(out / "record.zarr", proc, 1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert f"--resume {out}" in stdout and "Traceback" not in stderr
+    card = json.loads((out / "run.json").read_text())
+    assert card["interrupted"] is True and card["status"] == "interrupted"
+    assert 0 < card["interrupted_at_step"] < 500
+    assert main(["sample", "--resume", str(out), "--quiet"]) == 0
+    card = json.loads((out / "run.json").read_text())
+    assert card["status"] == "done" and card["resumed"] and not card["interrupted"]
+    assert xr.open_datatree(out / "run.nc")["posterior"].sizes["draw"] == 40
+
+
+def test_killed_command_resumes_bit_for_bit(tmp_path):
+    """SIGKILL at whatever step the run has reached once its first checkpoint is written; the
+    resumed command's record equals, bit for bit, the uninterrupted command's."""
+    import signal
+
+    full = tmp_path / "full"
+    ref = _cli("sample", *LONG, "--out", str(full))
+    assert ref.wait(timeout=300) == 0, ref.communicate()
+    killed = tmp_path / "killed"
+    proc = _cli("sample", *LONG, "--out", str(killed))
+    _wait_for_checkpoint(killed / "record.zarr", proc, 150)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (killed / "run.nc").exists()
+    assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    resume = _cli("sample", "--resume", str(killed), "--quiet")
+    assert resume.wait(timeout=300) == 0, resume.communicate()
+    a = xr.open_datatree(full / "record.zarr", engine="zarr", consolidated=False)
+    b = xr.open_datatree(killed / "record.zarr", engine="zarr", consolidated=False)
+    for group in ("steps", "draws"):
+        for name, var in a[group].data_vars.items():
+            assert (b[group][name].values == var.values).all(), name
+    ta, tb = xr.open_datatree(full / "run.nc"), xr.open_datatree(killed / "run.nc")
+    for group in ("posterior", "sample_stats"):
+        for name, var in ta[group].data_vars.items():
+            assert (tb[group][name].values == var.values).all(), (group, name)

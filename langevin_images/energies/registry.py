@@ -114,7 +114,7 @@ def _positive(text: str, what: str, *, allow_zero: bool = False) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"{what} must be a number, got {text!r}") from None
+        raise ValueError(f"{what}: expected a number, got {text!r}") from None
     if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
         raise ValueError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {text}")
     return value

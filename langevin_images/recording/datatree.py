@@ -61,6 +61,10 @@ class RecordedRun:
         a = rec.attrs
         return cls(rec, dict(a.get("config") or {}), int(a.get("grad_evals", 0)), a)
 
+    @property
+    def chain_groups(self) -> list | None:
+        return self.attrs.get("chain_groups")
+
     def to_datatree(self, **kwargs) -> xr.DataTree:
         return to_datatree(self, **kwargs)
 
@@ -69,14 +73,9 @@ def open_record(path: str | os.PathLike, **kwargs) -> xr.DataTree:
     """The ArviZ DataTree of the record at ``path``, read from disk alone (also while the run
     is still being written, or after it was killed: up to its last complete block).
 
-    Keywords as in ``to_datatree`` (projections, features, chain_groups); a record made from a
-    spec has the per-chain target as ``chain_groups`` by default.
+    Keywords as in ``to_datatree`` (projections, features, chain_groups).
     """
-    run = RecordedRun.open(path)
-    groups = run.attrs.get("chain_groups")
-    if groups is not None:
-        kwargs.setdefault("chain_groups", groups)
-    return to_datatree(run, **kwargs)
+    return to_datatree(RecordedRun.open(path), **kwargs)
 
 
 def _stats_block(
@@ -160,6 +159,7 @@ def to_datatree(
         ``images (N, C, H, W) -> (N, F)`` tensor, e.g. a classifier's penultimate layer
         (``diagnostics.metrics.penultimate``); adds ``feature_projection``.
     chain_groups : array-like, optional
+        Default: the run's own (``sample(chain_groups=...)``).
         One label per chain (the target class, say): chains with different labels target
         different densities, and the diagnostics compare chains only within a label. Kept as
         the ``chain_group`` coordinate.
@@ -182,6 +182,8 @@ def to_datatree(
     coords = {"chain": np.arange(rec.chains), "draw": np.arange(n_draws)}
     if projections > 0 and n_draws > 0:
         coords["projection"] = np.arange(projections)
+    if chain_groups is None:
+        chain_groups = getattr(run, "chain_groups", None)
     if chain_groups is not None:
         labels = np.asarray(chain_groups)
         if labels.shape != (rec.chains,):

@@ -66,6 +66,7 @@ class Run:
     grad_evals: int
     config: dict[str, Any] = field(default_factory=dict)
     box: Box | None = None
+    chain_groups: list | None = None
 
     @property
     def samples(self) -> Tensor:
@@ -235,6 +236,7 @@ def sample(
     transform: Any = None,
     normalize_step: bool = False,
     spec: dict | None = None,
+    chain_groups: Any = None,
     **kernel_options: Any,
 ) -> Run:
     """Sample ``pi(x) ~ exp(-E(x) / T)`` with Langevin dynamics, one chain per row of ``x0``.
@@ -289,6 +291,9 @@ def sample(
     spec : dict, optional
         The JSON-friendly description of the job this run is (``runs.RunSpec.to_dict()``),
         kept in the record with its hash; ``resume`` refuses a record whose hash differs.
+    chain_groups : sequence, optional
+        One label per chain (the target class, say), kept in the record: the diagnostics
+        compare chains only within a label (``to_datatree``'s ``chain_groups``).
     **kernel_options
         Options of the kernel (e.g. ``prior_mean`` for ``pcn``).
 
@@ -344,6 +349,11 @@ def sample(
     attrs = {"method": method, "temperature": setup.kern.temperature, "config": setup.config}
     if spec is not None:
         attrs.update(spec=spec, spec_hash=spec_hash(spec))
+    if chain_groups is not None:
+        chain_groups = [g.item() if hasattr(g, "item") else g for g in chain_groups]
+        if len(chain_groups) != chains:
+            raise ValueError(f"chain_groups needs one label per chain ({chains})")
+        attrs["chain_groups"] = chain_groups
     recorder.start(
         chains=chains,
         warmup=warmup,
@@ -376,7 +386,7 @@ def sample(
         zeros.clone(),
         torch.zeros(chains, dtype=torch.float64, device=device),
     )
-    return _drive(setup, loop, recorder, generator, energy, progress=progress)
+    return _drive(setup, loop, recorder, generator, energy, progress=progress, groups=chain_groups)
 
 
 class _Setup(NamedTuple):
@@ -455,14 +465,16 @@ def _checkpoint(loop: _Loop, generator: torch.Generator, energy) -> dict:
     }
 
 
-def _drive(setup: _Setup, loop: _Loop, recorder, generator, energy, *, progress: bool) -> Run:
+def _drive(
+    setup: _Setup, loop: _Loop, recorder, generator, energy, *, progress: bool, groups=None
+) -> Run:
     """The loop from ``loop.step`` to the end, recording, checkpointing, and stopping cleanly."""
     kern, sched, box, config = setup.kern, setup.sched, setup.box, setup.config
     warmup, total = config["warmup"], config["warmup"] + config["steps"]
     temperature = kern.temperature
     chains = loop.state.position.shape[0]
     device = loop.state.position.device
-    run = Run(recorder, loop.state, loop.grad_evals, config, box)
+    run = Run(recorder, loop.state, loop.grad_evals, config, box, groups)
 
     def to_image(z: Tensor) -> Tensor:
         return box.to_constrained(z) if box else z
@@ -653,7 +665,8 @@ def resume(
     saved = checkpoint["energy_random_state"]
     if saved:
         energy.set_random_state(saved)
-    return _drive(setup, loop, recorder, generator, energy, progress=progress)
+    groups = a.get("chain_groups")
+    return _drive(setup, loop, recorder, generator, energy, progress=progress, groups=groups)
 
 
 def _restore_loop(setup: _Setup, checkpoint: dict, config: dict, device) -> _Loop:

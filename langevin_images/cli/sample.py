@@ -1,0 +1,157 @@
+"""``sample`` and ``demo``: class-conditional sampling into a run folder, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .common import (
+    BadInput,
+    add_common,
+    add_sampling,
+    argv_given,
+    nonneg_float,
+    positive_int,
+    prior,
+    say,
+)
+
+__all__ = ["add_parsers"]
+
+SCHEDULES = ("dual_averaging", "constant", "cosine", "polynomial", "exponential")
+
+# command-line dest -> RunSpec field, for the options a spec is made of
+SPEC_FIELDS = {
+    "model": "model", "target": "targets", "prior": "priors",
+    "likelihood_weight": "likelihood_weight", "method": "method", "schedule": "schedule",
+    "step_size": "step_size", "temperature": "temperature", "precondition": "precondition",
+    "chains": "chains", "steps": "steps", "warmup": "warmup", "thin": "thin", "seed": "seed",
+    "size": "size", "device": "device", "tf32": "tf32", "threads": "threads",
+    "checkpoint_every": "checkpoint_every",
+}  # fmt: skip
+
+
+def spec_from_args(args, job: str):
+    from ..runs import RunSpec
+
+    eps = (args.eps1, args.eps2, args.eps3)
+    if any(e is not None for e in eps) and any(e is None for e in eps):
+        raise BadInput("give all three of --eps1, --eps2, --eps3, or none")
+    fields = {f: getattr(args, dest) for dest, f in SPEC_FIELDS.items()}
+    fields["targets"] = tuple(fields["targets"] or ())
+    fields["priors"] = tuple(fields["priors"] or ())
+    return RunSpec(job=job, three_epsilons=None if eps[0] is None else eps, **fields)
+
+
+def _run(args, *, job: str) -> int:
+    from .. import runs
+
+    try:
+        if args.resume:
+            stored = runs.spec_from_record(args.resume)
+            given = argv_given(args.argv, args.parser) & set(SPEC_FIELDS)
+            asked = spec_from_args(args, job)
+            differ = sorted(
+                f"--{d.replace('_', '-')}"
+                for d in given
+                if getattr(asked, SPEC_FIELDS[d]) != getattr(stored, SPEC_FIELDS[d])
+            )
+            if differ:
+                raise BadInput(
+                    f"--resume {args.resume}: {', '.join(differ)} differ from the run's spec "
+                    f"(hash {stored.hash}); drop them to continue the run as it was"
+                )
+            result = runs.resume_folder(
+                args.resume, progress=not args.quiet, argv=args.argv, say=lambda s: say(args, s)
+            )
+        else:
+            result = runs.execute(
+                spec_from_args(args, job), args.out, progress=not args.quiet, force=args.force,
+                argv=args.argv, say=lambda s: say(args, s),
+            )  # fmt: skip
+    except (ValueError, runs.RunFolderError) as err:
+        raise BadInput(str(err).splitlines()[0]) from None
+    out = result.out
+    if result.interrupted:
+        c = result.card
+        print(
+            f"{job}: interrupted at step {c['interrupted_at_step']} of {c['steps_total']}; the "
+            f"record is in {out / runs.RECORD} (run.json says so). Continue it with:\n"
+            f"  langevin-images {job} --resume {out}",
+            flush=True,
+        )
+        return 130
+    if result.verdict is not None:
+        first = str(result.verdict).splitlines()[0]
+        say(args, f"{job}: {first}", f"{job}: wrote {out}/ ({', '.join(result.card['outputs'])})")
+    else:
+        say(args, f"{job}: no draws were kept; wrote {out}/run.json, run.nc and the record")
+    if job == "demo" and result.verdict is not None:
+        _print_demo(args, result)
+    return 0
+
+
+def _print_demo(args, result) -> None:
+    m, verdict, out = result.metrics, result.verdict, result.out
+    per_class = " ".join(f"{c}:{v:.2f}" for c, v in m["judge_top1_per_target"].items())
+    print(f"demo: 10 digits x {args.chains} chains, {result.seconds:.1f} s sampling, "
+          f"{time.perf_counter() - args.t0:.1f} s in all")  # fmt: skip
+    print(f"  judge ({m['judge']}) top-1 on the final draws: {m['judge_top1']:.3f} ({per_class})")
+    print(
+        f"  diversity within a digit: Vendi {m['vendi_within_target']:.2f} of {args.chains}, "
+        f"mean pairwise L2 {m['pairwise_pixel_within_target']:.2f}; Fréchet distance to the "
+        f"MNIST test set {m['frechet_to_mnist_test']:.1f}"
+    )
+    print("  diagnostics: " + str(verdict).replace("\n", "\n  "))
+    print(f"  wrote {out}/: final.png (digits), samples.png, run.nc, run.json, plots")
+
+
+def _sample(args: argparse.Namespace) -> int:
+    return _run(args, job="sample")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded default: class-conditional MNIST digits of all ten classes
+    with MALA under the data-fitted Gaussian prior, with its diagnostics."""
+    args.model, args.target, args.prior = "mnist", None, ["fitted=1"]
+    args.schedule, args.precondition = "dual_averaging", "auto"
+    args.eps1 = args.eps2 = args.eps3 = None
+    args.size, args.thin = 28, None
+    args.t0 = time.perf_counter()
+    return _run(args, job="demo")
+
+
+def add_parsers(sub) -> None:
+    from ..energies import PRIORS
+
+    demo = sub.add_parser("demo", help="the main job: class-conditional MNIST with diagnostics")
+    add_common(demo, out="out/demo")
+    add_sampling(demo, steps=1000, warmup=300, chains=8, temperature=0.1, lik=100.0)
+    demo.set_defaults(func=_demo, parser=demo)
+
+    s = sub.add_parser("sample", help="sample images of target classes from a classifier")
+    add_common(s, out="out/sample")
+    s.add_argument("--model", default="mnist", help="lite0, mnist, mnist-judge, torchvision:NAME")
+    s.add_argument(
+        "--target",
+        action="append",
+        help="class index or name (repeatable); 'all' for models with <= 10 classes",
+    )
+    s.add_argument("--prior", action="append", type=prior,
+                   help=f"NAME=WEIGHT[,PARAM=VALUE...], repeatable; NAME one of "
+                        f"{', '.join(PRIORS)}")  # fmt: skip
+    add_sampling(s, steps=200, warmup=300, chains=4, temperature=0.1, lik=100.0)
+    s.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="default: dual_averaging, or constant with --eps1/2/3")  # fmt: skip
+    s.add_argument("--precondition", choices=("auto", "none", "fourier"), default="auto",
+                   help="auto: the fitted or stationary prior's covariance, if any")  # fmt: skip
+    s.add_argument("--size", type=positive_int, default=64, help="image side (RGB models)")
+    s.add_argument("--thin", type=positive_int, default=None)
+    for k in (1, 2, 3):
+        s.add_argument(
+            f"--eps{k}",
+            type=nonneg_float,
+            default=None,
+            help="the book's three-epsilon form (give all three): mapped to (eps, T, lambda)",
+        )
+    s.set_defaults(func=_sample, parser=s)

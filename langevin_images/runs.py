@@ -1,0 +1,712 @@
+"""A run as a value: the spec of a sampling job, ``build(spec)``, and the run folder.
+
+``RunSpec`` is a small frozen description of a job (JSON/TOML-friendly, hashable); ``build``
+turns it into the energy, the start and the sampler's arguments in the process that runs it
+(a study worker builds its energies there: nothing stateful is pickled); ``execute`` runs it
+into a run folder and ``resume_folder`` continues a killed one. The folder::
+
+    record.zarr     the crash-safe record (readable at every moment; holds the spec and the
+                    checkpoint that --resume continues from)
+    run.json        the run card: spec and its hash, configuration, model and weights hash,
+                    versions, and once done the diagnostics verdict and metrics; written when
+                    the run starts, when sampling stops (``"interrupted": true`` and the step
+                    if it was stopped) and at the end
+    run.nc          the ArviZ DataTree with projections and features (``diagnose`` reads it)
+    samples.png, final.png, summary.csv and the diagnostic plots
+
+Every file is written to a temporary name and renamed into place, so none is ever half there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "MNIST_MODELS",
+    "Built",
+    "RunFolderError",
+    "RunResult",
+    "RunSpec",
+    "atomic_write",
+    "build",
+    "execute",
+    "prepare_out",
+    "resume_folder",
+    "spec_from_record",
+    "write_card",
+    "write_descent_outputs",
+]
+
+MNIST_MODELS = ("mnist", "mnist-judge")
+RECORD = "record.zarr"
+
+
+class RunFolderError(ValueError):
+    """An output folder that cannot take this run (one line, for the command's exit 2)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a sampling job; the same spec gives the same run, bit for bit.
+
+    ``targets`` empty means every class of a model with at most 10; ``priors`` empty means the
+    model's default (``fitted`` for MNIST, ``stationary`` otherwise); ``schedule`` None means
+    dual averaging for MALA (constant with ``three_epsilons``, or for a method without an
+    accept step); ``thin`` None keeps about 40 draws; ``threads`` None leaves PyTorch's default
+    (every core), and a job that runs beside others should set 1.
+    """
+
+    job: str = "sample"
+    model: str = "mnist"
+    targets: tuple[int | str, ...] = ()
+    priors: tuple[str, ...] = ()
+    likelihood_weight: float = 100.0
+    three_epsilons: tuple[float, float, float] | None = None
+    method: str = "mala"
+    schedule: str | None = None
+    step_size: float = 1e-3
+    temperature: float = 0.1
+    target_accept: float = 0.574
+    precondition: str = "auto"
+    chains: int = 4
+    steps: int = 200
+    warmup: int = 300
+    thin: int | None = None
+    seed: int = 0
+    size: int = 64
+    device: str = "cpu"
+    tf32: bool = False
+    threads: int | None = None
+    checkpoint_every: int = 100
+
+    def __post_init__(self):
+        for name in ("targets", "priors", "three_epsilons"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        """From ``to_dict()`` or a TOML table; unknown keys are refused (one line)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown run spec key(s) {unknown}; expected some of {sorted(names)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def hash(self) -> str:
+        from .samplers.driver import spec_hash
+
+        return spec_hash(self.to_dict())
+
+    def replace(self, **changes) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Built:
+    """What ``build`` makes of a spec: the model, the energy and everything ``sample`` takes."""
+
+    spec: RunSpec
+    model: Any
+    energy: Any
+    x0: torch.Tensor
+    sampler: dict[str, Any]
+    targets: list[int]
+    target_per_chain: torch.Tensor
+    prior: Any
+    parameters: dict[str, Any]
+    shape: tuple[int, ...]
+
+
+def _targets(spec: RunSpec, model) -> list[int]:
+    from .energies import class_index
+
+    names = getattr(model, "class_names", None)
+    n = len(names) if names else None
+    wanted = list(spec.targets) or (["all"] if n is not None and n <= 10 else [])
+    if not wanted:
+        raise ValueError("--target is required for this model (a class index or name)")
+    out = []
+    for t in wanted:
+        if t == "all":
+            if n is None or n > 10:
+                raise ValueError("--target all works for models with at most 10 classes")
+            out.extend(range(n))
+            continue
+        if isinstance(t, str) and t.lstrip("-").isdigit():
+            t = int(t)
+        out.append(class_index(t, names, n))
+    return out
+
+
+def _parameters(spec: RunSpec) -> tuple[float, float, float, float, dict | None]:
+    """(step_size, temperature, prior weight factor, likelihood weight, three-epsilon card)."""
+    from .samplers import from_three_epsilons
+
+    if spec.three_epsilons is not None:
+        eps = tuple(float(e) for e in spec.three_epsilons)
+        p = from_three_epsilons(*eps)
+        card = {
+            "three_epsilons": list(eps),
+            "epsilon": p.step_size,
+            "temperature": p.temperature,
+            "lambda_prior": p.prior_weight,
+            "lambda_lik": p.likelihood_weight,
+            "means": p.describe(),
+        }
+        return p.step_size, p.temperature, p.prior_weight, p.likelihood_weight, card
+    return spec.step_size, spec.temperature, 1.0, spec.likelihood_weight, None
+
+
+def resolve_device(name: str, *, tf32: bool = False) -> torch.device:
+    """``auto`` is the first CUDA GPU when there is one. On a GPU, TensorFloat-32 is off unless
+    ``tf32``: PyTorch's default computes convolutions in TF32 on Ampere and later GPUs, and
+    lite0's gradient then differs from the float64 one by 5 % of its largest entry (2.6e-6
+    without TF32; H100, scripts/gpu_check.sh)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    elif device.type != "cpu":
+        raise ValueError(f"--device {name}: only cpu and cuda devices are supported")
+    return device
+
+
+def build(spec: RunSpec) -> Built:
+    """The energy, start and sampler arguments of ``spec``, made in this process.
+
+    Raises ValueError with one line on a spec that cannot run (unknown model, class or prior,
+    a prior that needs data the model has none of, conflicting options).
+    """
+    from .energies import ClassLikelihood, build_prior
+    from .models import load_model
+
+    if spec.threads is not None:
+        torch.set_num_threads(int(spec.threads))
+    device = resolve_device(spec.device, tf32=spec.tf32)
+    try:
+        model = load_model(spec.model).to(device)
+    except FileNotFoundError as err:
+        raise ValueError(str(err).splitlines()[0]) from None
+    targets = _targets(spec, model)
+    step_size, temperature, prior_factor, lik_weight, eps_card = _parameters(spec)
+    if spec.method == "descent":
+        temperature = 0.0
+    elif not temperature > 0:
+        raise ValueError(f"--temperature must be > 0 for --method {spec.method}")
+    channels = getattr(model, "input_channels", 3)
+    size = 28 if spec.model in MNIST_MODELS else spec.size
+    shape = (channels, size, size)
+    priors = list(spec.priors) or (["fitted=1"] if spec.model in MNIST_MODELS else ["stationary=1"])
+    train = None
+    if any(p.split("=")[0].split(",")[0].strip() == "fitted" for p in priors):
+        if spec.model in MNIST_MODELS:
+            from .datasets import load_mnist
+
+            train, _ = load_mnist("train")
+    from .energies import parse_prior
+
+    parsed = [parse_prior(p) for p in priors]
+    parsed = [(n, w * prior_factor, params) for n, w, params in parsed]
+    prior = build_prior(parsed, shape, data=train)
+    precond = prior.preconditioner
+    if spec.precondition == "none":
+        precond = None
+    elif spec.precondition == "fourier":
+        from .linalg import Fourier
+
+        precond = Fourier((size, size), decay=1.0)
+    elif spec.precondition != "auto":
+        raise ValueError(f"--precondition must be auto, none or fourier, not {spec.precondition!r}")
+
+    target_t = torch.tensor(targets).repeat_interleave(spec.chains)
+    likelihood = ClassLikelihood(model, target_t)
+    energy = lik_weight * likelihood
+    if prior.energy is not None:
+        energy = energy + prior.energy
+    g = torch.Generator().manual_seed(spec.seed)
+    start = train.mean(0, keepdim=True) if train is not None else torch.full((1, *shape), 0.5)
+    x0 = start + 0.1 * torch.randn((len(target_t), *shape), generator=g)
+    if prior.bounds is not None:
+        x0 = x0.clamp(0.01, 0.99)
+    schedule = spec.schedule or ("constant" if eps_card else "dual_averaging")
+    if eps_card and schedule != "constant":
+        eps_card["note"] = f"the {schedule} schedule changes the step size eps over the run"
+    if spec.method != "mala" and schedule == "dual_averaging" and spec.schedule is None:
+        schedule = "constant"  # the default adapts to an acceptance rate, which only MALA has
+    sampler = {
+        "steps": spec.steps,
+        "warmup": spec.warmup,
+        "method": spec.method,
+        "step_size": step_size,
+        "schedule": None if schedule == "constant" else schedule,
+        "target_accept": spec.target_accept,
+        "temperature": temperature if temperature > 0 else 1.0,
+        "preconditioner": precond,
+        "bounds": prior.bounds,
+        "thin": spec.thin or max(1, spec.steps // 40),
+        "seed": spec.seed,
+    }
+    parameters = eps_card or {
+        "epsilon": step_size,
+        "temperature": temperature,
+        "lambda_prior": prior_factor,
+        "lambda_lik": lik_weight,
+    }
+    x0 = x0.to(device)  # drawn on the CPU: the same start on every device
+    return Built(spec, model, energy, x0, sampler, targets, target_t, prior, parameters, shape)
+
+
+# ---- files --------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any] | str | bytes) -> None:
+    """Write ``path`` through a temporary name in the same folder and rename it into place:
+    a reader (or a kill) never sees half a file. ``write`` is the content, or a function that
+    writes a given path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if isinstance(write, str):
+            tmp.write_text(write)
+        elif isinstance(write, bytes):
+            tmp.write_bytes(write)
+        else:
+            write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json(obj) -> str:
+    """JSON with NaN and infinities as null (strict parsers reject them)."""
+
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    return json.dumps(clean(obj), indent=2, default=str)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("langevin_images", "torch", "torchvision", "numpy", "xarray", "zarr",
+                "arviz-base", "arviz-stats", "arviz-plots"):  # fmt: skip
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def model_card(model) -> dict:
+    return {
+        "name": getattr(model, "name", type(model).__name__),
+        "weights_sha256": getattr(model, "weights_sha256", ""),
+        "description": getattr(model, "description", ""),
+    }
+
+
+def write_card(out: Path, card: dict) -> None:
+    """``out/run.json``, with the versions, thread count and GPU (if one was used) added."""
+    card.setdefault("versions", versions())
+    card.setdefault("torch_threads", torch.get_num_threads())
+    if torch.cuda.is_initialized():
+        card.setdefault("gpu", {"name": torch.cuda.get_device_name(),
+                                "tf32_convolutions": torch.backends.cudnn.allow_tf32})  # fmt: skip
+    atomic_write(Path(out) / "run.json", _json(card))
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / "run.json").exists() or (path / RECORD).exists()
+
+
+def prepare_out(out: str | os.PathLike, *, force: bool = False, resume: bool = False) -> Path:
+    """The output folder of a new run (or of a resumed one), made if needed.
+
+    A folder that holds a run is refused unless ``force`` (which clears it first, so no plot of
+    an older run survives beside the new one) or ``resume``; a folder that holds anything else
+    is refused always (nothing of a user's is deleted). Raises ``RunFolderError`` (one line).
+    """
+    if str(out) == "":
+        raise RunFolderError("--out is empty: give a folder for the run")
+    path = Path(out)
+    if resume:
+        if not (path / RECORD).exists():
+            raise RunFolderError(f"--resume {out}: no run record ({RECORD}) there to continue")
+        return path
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"--out {out}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()):
+        if not is_run_folder(path):
+            raise RunFolderError(
+                f"--out {out}: not empty and not a run folder; give a new or empty folder"
+            )
+        if not force:
+            raise RunFolderError(
+                f"--out {out}: holds a run already; --force replaces it, --resume continues it"
+            )
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise RunFolderError(f"--out {out}: cannot write there ({err.strerror})") from None
+    return path
+
+
+def save_png(array, path: Path) -> None:
+    from PIL import Image
+
+    atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
+
+
+# ---- diagnostics and metrics of a finished run ---------------------------------------------
+
+
+def write_diagnostics(dt, out: Path) -> tuple:
+    """Summary table, verdict and plots of a run's DataTree into ``out``: (verdict, worst
+    pixels or None, the files written)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import diagnostics as D
+    from .diagnostics import plots as P
+
+    verdict = D.diagnose(dt)
+    atomic_write(out / "summary.csv", verdict.table.to_csv(float_format="%.6g"))
+    written = ["summary.csv"]
+    post = dt["posterior"]
+    has_images = "image" in post
+    if has_images and post.sizes["draw"] > 0:
+        chains = list(range(min(8, post.sizes["chain"])))
+        P.save_gif(P.chain_frames(dt, chains=chains, scale=3), out / "chain.gif")
+        written.append("chain.gif")
+
+    def savefig(fig, name):
+        atomic_write(out / name, lambda p: fig.savefig(p, format="png"))
+        written.append(name)
+
+    if post.attrs.get("method") == "descent":  # an optimization: its energy is the picture
+        savefig(P.plot_energy({"descent": dt}), "energy.png")
+        plt.close("all")
+        return verdict, None, written
+    several = len(P.first_group_chains(dt)) >= 2  # rank plots and R-hat need two chains
+    plots = [("trace.png", P.plot_trace), ("autocorr.png", P.plot_autocorr),
+             ("ess_evolution.png", P.plot_ess_evolution)]  # fmt: skip
+    if several:
+        plots.insert(1, ("rank.png", P.plot_rank))
+    for name, fn in plots:
+        savefig(fn(dt), name)
+    savefig(P.plot_sampler_stats(dt), "sampler_stats.png")
+    worst = None
+    if has_images and several:
+        maps = D.pixel_maps(dt)
+        worst = D.worst_pixels(maps)
+        savefig(P.plot_pixel_map(maps), "pixel_rhat.png")
+        savefig(P.plot_pixel_map(maps, var="ess_bulk", threshold=None), "pixel_ess.png")
+    plt.close("all")
+    return verdict, worst, written
+
+
+def verdict_card(verdict, worst) -> dict:
+    card = verdict.to_dict()
+    card["verdict"] = str(verdict)
+    if worst is not None:
+        card["pixels"] = {k: {"value": v, "at": at} for k, (v, at) in worst.items()}
+    return card
+
+
+def metrics(built: Built, final: torch.Tensor) -> dict:
+    """Realism (judge, Fréchet distance to real data, prior energy) and diversity figures of
+    the final draws ``(chains, C, H, W)``."""
+    from . import diagnostics as D
+    from .diagnostics.metrics import _logits
+    from .energies.base import model_parameter
+    from .models import load_model
+
+    spec, model, target_t = built.spec, built.model, built.target_per_chain
+    out: dict = {}
+    judge = None
+    if spec.model in MNIST_MODELS:
+        judge_name = "mnist-judge" if spec.model == "mnist" else "mnist"
+        judge = load_model(judge_name).to(model_parameter(model).device)  # beside the sampler's
+        out["judge"] = judge.name
+        logits = _logits(judge, final)
+        hit = (logits.argmax(1) == target_t).double()
+        out["judge_top1"] = float(hit.mean())
+        out["judge_top1_per_target"] = {
+            str(c): float(hit[target_t == c].mean()) for c in built.targets
+        }
+        out["judge_prob"] = float(logits.softmax(1).gather(1, target_t[:, None])[:, 0].mean())
+        from .datasets import load_mnist
+
+        test, _ = load_mnist("test")
+        feats = D.penultimate(judge)
+        out["frechet_to_mnist_test"] = D.frechet_distance(feats(final), feats(test))
+    features = D.penultimate(judge if judge is not None else model)
+    vendi, pairwise = [], []
+    for c in built.targets:
+        group = final[target_t == c]
+        if len(group) >= 2:
+            vendi.append(D.vendi_score(features(group)))
+            pairwise.append(D.mean_pairwise_distance(group))
+    if vendi:
+        out["vendi_within_target"] = sum(vendi) / len(vendi)
+        out["pairwise_pixel_within_target"] = sum(pairwise) / len(pairwise)
+        out["vendi_max"] = spec.chains
+    with torch.no_grad():
+        out["sampling_model_class_entropy"] = D.class_entropy(_logits(model, final))
+        if built.prior.energy is not None:
+            out["prior_energy_mean"] = float(built.prior.energy(final).mean())
+    return out
+
+
+def write_descent_outputs(out: Path, trees: dict, table: list[dict]) -> dict:
+    """run.nc with one group per run, summary.csv, and the energy traces (energy.png);
+    returns each run's diagnostics verdict for the run card."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import xarray as xr
+
+    from .diagnostics.plots import plot_energy
+
+    nodes = {f"{name}/{group}": dt[group].to_dataset() for name, dt in trees.items()
+             for group in dt.children}  # fmt: skip
+    atomic_write(out / "run.nc", xr.DataTree.from_dict(nodes).to_netcdf)
+    atomic_write(out / "summary.csv", pd.DataFrame(table).to_csv(index=False, float_format="%.6g"))
+    fig = plot_energy(trees)
+    atomic_write(out / "energy.png", lambda p: fig.savefig(p, format="png"))
+    plt.close("all")
+    from .diagnostics import diagnose
+
+    return {name: {"verdict": str(v), "ok": v.ok} for name, v in
+            ((name, diagnose(dt)) for name, dt in trees.items())}  # fmt: skip
+
+
+# ---- running a spec into a folder ----------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    out: Path
+    run: Any
+    card: dict
+    seconds: float
+    interrupted: bool
+    verdict: Any = None
+    metrics: dict = field(default_factory=dict)
+
+
+def _card(built: Built, argv: Sequence[str] | None) -> dict:
+    spec = built.spec
+    return {
+        "job": spec.job,
+        "argv": list(argv if argv is not None else sys.argv[1:]),
+        "spec": spec.to_dict(),
+        "spec_hash": spec.hash,
+        "seed": spec.seed,
+        "model": model_card(built.model),
+        "targets": built.targets,
+        "chains_per_target": spec.chains,
+        "priors": built.prior.described,
+        "likelihood_weight": built.parameters["lambda_lik"],
+        "parameters": built.parameters,
+        "record": RECORD,
+        "status": "running",
+    }
+
+
+def execute(
+    spec: RunSpec,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    argv: Sequence[str] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> RunResult:
+    """Run ``spec`` into the folder ``out`` (see the module's docstring for what it holds)."""
+    from .recording import ZarrRecorder
+    from .samplers import DivergenceError, sample
+
+    built = build(spec)
+    path = prepare_out(out, force=force)
+    card = _card(built, argv)
+    write_card(path, card)
+    recorder = ZarrRecorder(path / RECORD, buffer_steps=spec.checkpoint_every)
+    say(_announce(built, resumed=False))
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():  # an interrupt is reported by the caller, in its words
+            warnings.filterwarnings("ignore", "sampling interrupted", RuntimeWarning)
+            run = sample(
+                built.energy, built.x0, **built.sampler, progress=progress, record_to=recorder,
+                spec=spec.to_dict(), chain_groups=built.target_per_chain.tolist(),
+            )  # fmt: skip
+    except DivergenceError as err:
+        run = err.run
+        print(f"{spec.job}: {str(err).splitlines()[0]}; writing what was recorded", file=sys.stderr)
+    return _finish(built, run, path, card, time.perf_counter() - t0, say)
+
+
+def spec_from_record(path: str | os.PathLike) -> RunSpec:
+    """The spec a run folder (or its record) was made from."""
+    from .recording import ZarrRecorder
+
+    path = Path(path)
+    try:
+        rec = ZarrRecorder.open(path / RECORD if (path / RECORD).exists() else path)
+    except FileNotFoundError:
+        raise RunFolderError(
+            f"--resume {path}: no run record ({RECORD}) there to continue"
+        ) from None
+    stored = dict(rec.attrs.get("spec") or {})
+    if not stored:
+        raise RunFolderError(f"{path}: the record holds no run spec, so it cannot be resumed here")
+    return RunSpec.from_dict(stored)
+
+
+def resume_folder(
+    out: str | os.PathLike,
+    *,
+    spec: RunSpec | None = None,
+    progress: bool = True,
+    argv: Sequence[str] | None = None,
+    say: Callable[[str], None] = lambda line: None,
+) -> RunResult:
+    """Continue the killed or interrupted run in the folder ``out`` to its last step, then
+    write its outputs as ``execute`` does. ``spec``, if given, must be the folder's own."""
+    from .samplers import DivergenceError
+    from .samplers import resume as resume_run
+
+    path = prepare_out(out, resume=True)
+    stored = spec_from_record(path)
+    if spec is not None and spec.hash != stored.hash:
+        raise RunFolderError(
+            f"--resume {out}: the run's spec hash {stored.hash} differs from the one asked for "
+            f"({spec.hash}); drop the options that differ, or start a new run"
+        )
+    built = build(stored)
+    card = _card(built, argv)
+    card["resumed"] = True
+    write_card(path, card)
+    say(_announce(built, resumed=True))
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "sampling interrupted", RuntimeWarning)
+            run = resume_run(
+                path / RECORD,
+                built.energy,
+                preconditioner=built.sampler["preconditioner"],
+                spec=stored.to_dict(),
+                progress=progress,
+            )
+    except DivergenceError as err:
+        run = err.run
+        print(
+            f"{stored.job}: {str(err).splitlines()[0]}; writing what was recorded", file=sys.stderr
+        )
+    return _finish(built, run, path, card, time.perf_counter() - t0, say)
+
+
+def _announce(built: Built, *, resumed: bool) -> str:
+    spec, s = built.spec, built.sampler
+    what = "resuming" if resumed else f"{spec.model}, {len(built.targets)} target(s) x"
+    head = f"{spec.job}: {what}" + ("" if resumed else f" {spec.chains} chains")
+    return (
+        f"{head}, {spec.method}, T = {built.parameters['temperature']:g}, {s['warmup']} warmup + "
+        f"{s['steps']} steps on {built.x0.device}, {torch.get_num_threads()} thread(s)"
+    )
+
+
+def _finish(built: Built, run, path: Path, card: dict, seconds: float, say) -> RunResult:
+    from . import diagnostics as D
+    from .diagnostics.plots import draws_grid, image_grid
+
+    card["config"] = run.config
+    card["seconds_sampling"] = round(seconds, 1)
+    total = run.config["warmup"] + run.config["steps"]
+    if run.interrupted:
+        step = run.config["interrupted_at_step"]
+        card.update(status="interrupted", interrupted=True, interrupted_at_step=step,
+                    steps_total=total)  # fmt: skip
+        write_card(path, card)
+        return RunResult(path, run, card, seconds, True)
+    card.update(status="diagnosing", interrupted=False)
+    write_card(path, card)
+    say(f"{built.spec.job}: {seconds:.1f} s sampling; exporting, diagnosing and plotting")
+    features = D.penultimate(built.model)
+    dt = run.to_datatree(features=features)
+    atomic_write(path / "run.nc", lambda p: dt.to_netcdf(p))
+    outputs = ["run.nc", RECORD]
+    if run.recorder.completed_draws == 0:
+        card.update(status="done", outputs=[*outputs, "run.json"], note="no draws were kept")
+        write_card(path, card)
+        return RunResult(path, run, card, seconds, False)
+    save_png(draws_grid(dt), path / "samples.png")
+    final = run.samples[:, -1].clamp(0, 1)
+    per = built.spec.chains
+    by_target = final.reshape(len(built.targets), per, *built.shape).transpose(0, 1)
+    save_png(image_grid(by_target.numpy()), path / "final.png")  # one column per target
+    verdict, worst, written = write_diagnostics(dt, path)
+    found = metrics(built, final)
+    card.update(
+        status="done",
+        diagnostics=verdict_card(verdict, worst),
+        metrics=found,
+        outputs=[*outputs, "samples.png", "final.png", *written, "run.json"],
+    )
+    write_card(path, card)
+    return RunResult(path, run, card, seconds, False, verdict, found)
