@@ -227,8 +227,9 @@ def _wait_for_checkpoint(record, proc, at_least: int, timeout: float = 240.0) ->
     raise AssertionError("no checkpoint in time")
 
 
-LONG = ["--model", "mnist", "--target", "1", "--chains", "2", "--steps", "400", "--warmup",
-        "100", "--checkpoint-every", "20", "--threads", "1", "--quiet", "--device", "cpu"]  # fmt: skip
+LONG = ["--model", "mnist", "--target", "1", "--chains", "2", "--steps", "400",
+        "--warmup", "100", "--checkpoint-every", "20", "--threads", "1", "--quiet",
+        "--device", "cpu"]  # fmt: skip
 
 
 def test_ctrl_c_exits_130_with_a_card_and_resume_finishes(tmp_path):
