@@ -8,6 +8,9 @@
 3. Energy+gradient time with glibc's default allocator settings vs ``cpu.tune_malloc()``.
 4. Peak memory of a disk-recorded run (64 chains of 1x28x28 images, thinned x10) at 2 000 and
    20 000 steps, each in a fresh process; the in-memory recorder alongside for contrast.
+5. The crash-safe record's write cost: a ``sample()`` MALA step on the MNIST CNN, batch 64,
+   thin 10, recorded to a zarr record with a checkpoint every 100 steps (as the command does)
+   / the same step recorded in memory, in alternating rounds.
 
 With ``--device cuda`` only part 1 and 2 run (on the GPU, each timing ending with a
 ``torch.cuda.synchronize()``); parts 3 and 4 are about the CPU's allocator and memory.
@@ -177,6 +180,35 @@ print(status("VmHWM:") - base, wall, run.recorder.completed)
 """
 
 
+def record_cost(quick: bool) -> dict:
+    """Seconds per ``sample()`` step with the crash-safe record (blocks and checkpoints of 100
+    steps, the command's default) and in memory, in alternating rounds of one run each."""
+    from langevin_images.recording import ZarrRecorder
+
+    energy, x0 = cnn_energy(mnist_cnn()), torch.rand((64, 1, 28, 28))
+    steps = 100 if quick else 400
+    kw = dict(steps=steps, thin=10, step_size=5e-3, progress=False, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        n = {"i": 0}
+
+        def disk():
+            n["i"] += 1
+            li.sample(energy, x0, record_to=ZarrRecorder(f"{tmp}/r{n['i']}", buffer_steps=100),
+                      **kw)  # fmt: skip
+
+        def mem():
+            li.sample(energy, x0, **kw)
+
+        disk(), mem()  # warm-up
+        t = interleaved({"zarr_record": disk, "memory": mem}, 3 if quick else 7, 1)
+    return {
+        "batch": list(x0.shape),
+        "steps_per_round": steps,
+        "seconds_per_step": {k: statistics.median(v) / (steps + 1) for k, v in t.items()},
+        "record_over_memory": _ratio(t["zarr_record"], t["memory"]),
+    }
+
+
 def memory(quick: bool) -> dict:
     """Growth of the peak resident memory during a run over the memory before it, each run in
     a fresh process (the peak is reset after imports and a short warm-up run)."""
@@ -276,6 +308,12 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(res, indent=2))
         return
+    rc = res["record_cost"] = record_cost(args.quick)
+    r = rc["record_over_memory"]
+    print(
+        f"MALA sample() step, MNIST CNN x64, thin 10: crash-safe record / in memory "
+        f"{r['median']:.3f} (per-round quartiles {r['q1']:.3f}..{r['q3']:.3f})"
+    )
     res["memory"] = memory(args.quick)
     m = res["memory"]
     ab = res["malloc"] = malloc_ab(args.quick)

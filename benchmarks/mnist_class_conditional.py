@@ -27,26 +27,17 @@ import langevin_images as li
 from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import load_mnist
 from langevin_images.diagnostics import frechet_distance, penultimate, vendi_score
-from langevin_images.energies import (
-    BlurPenalty,
-    ClassLikelihood,
-    FittedGaussianPrior,
-    GaussianPrior,
-    TotalVariation,
-)
+from langevin_images.energies import ClassLikelihood, build_prior
 from langevin_images.models import load_model
+
+# the priors as the command line names them (the one registry, langevin_images.energies)
+PRIORS = ["none", "gaussian=1", "tv=0.5", "blur=5", "fitted=1"]
 
 
 def priors(train: torch.Tensor) -> dict:
     """name -> (prior energy or None, preconditioner or None, bounds or None)."""
-    fitted = FittedGaussianPrior.fit(train, shrinkage=1e-3)
-    return {
-        "none": (None, None, (0.0, 1.0)),
-        "gaussian": (GaussianPrior(sigma=0.5, mean=0.0), None, None),
-        "tv": (TotalVariation(0.05) * 0.5, None, (0.0, 1.0)),
-        "blur": (BlurPenalty(1.0) * 5.0, None, (0.0, 1.0)),
-        "fitted": (fitted, fitted.preconditioner, None),
-    }
+    built = {p.split("=")[0]: build_prior([p], (1, 28, 28), data=train) for p in PRIORS}
+    return {name: (b.energy, b.preconditioner, b.bounds) for name, b in built.items()}
 
 
 def run_one(

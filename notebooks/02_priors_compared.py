@@ -40,13 +40,7 @@ from langevin_images import diagnostics as D
 from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import load_mnist
 from langevin_images.diagnostics.plots import image_grid
-from langevin_images.energies import (
-    BlurPenalty,
-    ClassLikelihood,
-    FittedGaussianPrior,
-    GaussianPrior,
-    TotalVariation,
-)
+from langevin_images.energies import ClassLikelihood, build_prior
 from langevin_images.models import load_model
 
 tune_malloc()  # PyTorch's activations stay in the heap: 1.3-1.5x faster CPU steps
@@ -62,14 +56,11 @@ test, _ = load_mnist("test")
 mnist, judge = load_model("mnist"), load_model("mnist-judge")
 features = D.penultimate(judge)
 reference = features(test[:2000] if SMALL else test)
-fitted = FittedGaussianPrior.fit(train)
-PRIORS = {
-    "none": (None, None, (0.0, 1.0)),
-    "gaussian": (GaussianPrior(sigma=0.5, mean=0.0), None, None),
-    "tv": (0.5 * TotalVariation(0.05), None, (0.0, 1.0)),
-    "blur": (5.0 * BlurPenalty(1.0), None, (0.0, 1.0)),
-    "fitted": (fitted, fitted.preconditioner, None),
-}
+# the priors as the command line names them (`--prior NAME=WEIGHT`), from the one registry
+PRIORS = {}
+for spelled in ["none", "gaussian=1", "tv=0.5", "blur=5", "fitted=1"]:
+    built = build_prior([spelled], (1, 28, 28), data=train)
+    PRIORS[spelled.split("=")[0]] = (built.energy, built.preconditioner, built.bounds)
 targets = torch.arange(10).repeat_interleave(PER_CLASS)
 g = torch.Generator().manual_seed(0)
 x0 = train.mean(0, keepdim=True) + 0.1 * torch.randn((len(targets), 1, 28, 28), generator=g)
