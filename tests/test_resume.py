@@ -134,3 +134,25 @@ def test_pcn_resumes_exactly(tmp_path):
     # nothing left to do on a finished record, and the draws are the same
     again = li.resume(tmp_path / "a.zarr", _quad, progress=False, **kw)
     assert torch.equal(again.samples, full.samples)
+
+
+def test_resume_refuses_a_missing_transform_or_kernel_option(tmp_path):
+    from langevin_images.energies import BlurEvery
+
+    path = tmp_path / "t.zarr"
+    x0 = torch.rand(2, 1, 6, 6)
+    li.sample(_quad, x0, steps=8, method="ula", transform=BlurEvery(2), record_to=path,
+              progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="recorded with transform"):
+        li.resume(path, _quad, progress=False)
+    li.sample(_quad, torch.zeros(2, 3), steps=8, method="pcn", prior_mean=0.0,
+              record_to=tmp_path / "p.zarr", progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="recorded with kernel_options"):
+        li.resume(tmp_path / "p.zarr", _quad, prior_mean=1.0, progress=False)
+
+
+def test_a_record_with_no_step_yet_reads_as_an_empty_run(tmp_path):
+    rec = ZarrRecorder(tmp_path / "e.zarr")
+    rec.start(chains=3, warmup=2, steps=4, thin=1, position_shape=(1, 2, 2), dtype=torch.float32)
+    tree = li.open_record(tmp_path / "e.zarr")
+    assert tree["posterior"].sizes == {"chain": 3, "draw": 0, "channel": 1, "row": 2, "col": 2}

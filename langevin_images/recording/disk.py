@@ -332,7 +332,11 @@ class ZarrRecorder(Recorder):
     def get_stats(self) -> dict[str, Tensor]:
         self.flush()
         steps = self._group["steps"]
-        names = self._group.attrs.get("stat_names", [])
+        names = self._group.attrs.get("stat_names")
+        if names is None:  # stopped before its first step: the statistics every run has, empty
+            empty = torch.empty((self.chains, 0), dtype=torch.float64)
+            return {k: empty for k in ("acceptance_prob", "is_accepted", "step_size", "energy",
+                                       "grad_norm", "diverging")}  # fmt: skip
         return {k: torch.from_numpy(np.asarray(steps[k][:, : self.completed])) for k in names}
 
     def lazy_positions(self):

@@ -334,7 +334,6 @@ def sample(
         "bounds": None if bounds is None or isinstance(bounds, Box) else list(bounds),
         "normalize_step": bool(normalize_step),
         "max_divergences_in_a_row": max_divergences_in_a_row,
-        "kernel_options": {k: describe(v) for k, v in kernel_options.items()},
         "seed": seed if isinstance(seed, int) else "generator",
         "chains": chains,
         "shape": list(x0.shape[1:]),
@@ -397,6 +396,9 @@ class _Setup(NamedTuple):
     max_div: int
 
 
+_DESCRIBED = ("schedule", "preconditioner", "kernel_options", "energy", "energy_hash", "transform")
+
+
 def _setup(energy, config, *, schedule, preconditioner, bounds, transform, kernel_options):
     """The kernel, schedule and box of a run, checked against each other; ``config`` completed
     with their descriptions."""
@@ -420,13 +422,16 @@ def _setup(energy, config, *, schedule, preconditioner, bounds, transform, kerne
             f"schedule {sched!r} adapts to an acceptance rate, which method={method!r} does not "
             "have; give a constant step or a decay"
         )
-    config = {
-        **config,
-        "temperature": float(kern.temperature),
-        "schedule": repr(sched),
-        "preconditioner": repr(precond),
-        "energy": describe(energy),
-    }
+    # what is described from the objects given, never carried over from a stored config (a
+    # resumed run's are compared with the record's)
+    config = {k: v for k, v in config.items() if k not in _DESCRIBED}
+    config.update(
+        temperature=float(kern.temperature),
+        schedule=repr(sched),
+        preconditioner=repr(precond),
+        kernel_options={k: describe(v) for k, v in kernel_options.items()},
+        energy=describe(energy),
+    )
     config["energy_hash"] = fingerprint(config["energy"])
     if transform is not None:
 
@@ -651,7 +656,7 @@ def resume(
         energy, config, schedule=sched, preconditioner=preconditioner, bounds=bounds,
         transform=transform, kernel_options=kernel_options,
     )  # fmt: skip
-    for key in ("schedule", "preconditioner", "transform"):
+    for key in ("schedule", "preconditioner", "transform", "kernel_options"):
         if setup.config.get(key) != config.get(key):
             raise ValueError(
                 f"{path}: recorded with {key} {config.get(key)!r}, resumed with "
