@@ -117,6 +117,16 @@ class RunSpec:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RunSpec:
+        """From a ``.json`` file (``to_json()``) or a ``.toml`` file (a table of the fields)."""
+        path = Path(path)
+        if path.suffix == ".toml":
+            import tomllib
+
+            return cls.from_dict(tomllib.loads(path.read_text()))
+        return cls.from_dict(json.loads(path.read_text()))
+
     @property
     def hash(self) -> str:
         from .samplers.driver import spec_hash

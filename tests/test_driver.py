@@ -156,6 +156,10 @@ def test_progress_bar_shows_acceptance_and_step(capsys):
               normalize_step=True, progress=True)  # fmt: skip
     err = capsys.readouterr().err
     assert "step=0.05" in err and "eps=" not in err
+    # a method without an accept step shows its energy, not an acceptance of 1
+    li.sample(quad, torch.ones((2, 3)), steps=30, method="ula", progress=True)
+    err = capsys.readouterr().err
+    assert "energy=" in err and "acc=" not in err
 
 
 def test_three_epsilons_map_to_the_same_update():

@@ -3,6 +3,7 @@ the draws and statistics of the uninterrupted run; the record is readable at eve
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -156,3 +157,33 @@ def test_a_record_with_no_step_yet_reads_as_an_empty_run(tmp_path):
     rec.start(chains=3, warmup=2, steps=4, thin=1, position_shape=(1, 2, 2), dtype=torch.float32)
     tree = li.open_record(tmp_path / "e.zarr")
     assert tree["posterior"].sizes == {"chain": 3, "draw": 0, "channel": 1, "row": 2, "col": 2}
+
+
+def test_a_stochastic_energy_pickles_with_its_random_stream():
+    """A transform's generator travels as its state (a generator does not pickle), so an
+    energy sent to a worker draws what the original would have drawn next."""
+    import pickle
+
+    from langevin_images.energies import GaussianPrior, RandomAffine, RandomRoll, Transformed
+
+    for transform in (RandomAffine(2, (0.9, 1.1), 10.0, seed=1), RandomRoll(3, seed=2)):
+        energy = Transformed(GaussianPrior(0.5), transform)
+        x = torch.rand(4, 3, 8, 8)
+        energy(x)  # advance the stream
+        copy = pickle.loads(pickle.dumps(energy))
+        assert torch.equal(energy(x), copy(x))
+        assert set(energy.random_state()) == set(copy.random_state())
+
+
+def test_run_spec_round_trips_through_json_and_toml(tmp_path):
+    from langevin_images.runs import RunSpec
+
+    spec = RunSpec(model="mnist", targets=(1, "3"), priors=("tv=0.5",), seed=4, threads=1)
+    again = RunSpec.from_dict(json.loads(spec.to_json()))
+    assert again == spec and again.hash == spec.hash
+    (tmp_path / "s.toml").write_text('model = "mnist"\ntargets = [1, "3"]\npriors = ["tv=0.5"]\n'
+                                     "seed = 4\nthreads = 1\n")  # fmt: skip
+    assert RunSpec.load(tmp_path / "s.toml") == spec
+    assert RunSpec(seed=5).hash != RunSpec(seed=4).hash
+    with pytest.raises(ValueError, match="unknown run spec key"):
+        RunSpec.from_dict({"sed": 4})

@@ -503,7 +503,6 @@ def _drive(
         dynamic_ncols=True,
         leave=True,
     )
-    descent = config["method"] == "descent"
     stopped = None
     try:
         with _Stop() as stop:
@@ -557,10 +556,10 @@ def _drive(
                         )
                     if progress:
                         n_phase = t + 1 - (warmup if t >= warmup else 0)
-                        if descent:  # an optimization: its energy says how it goes
-                            shown = {"energy": f"{float(state.energy.mean()):.4g}"}
-                        else:
+                        if kern.accepts:
                             shown = {"acc": f"{float(acc_sum.mean()) / n_phase:.3f}"}
+                        else:  # every finite step is taken: the energy says how it goes
+                            shown = {"energy": f"{float(state.energy.mean()):.4g}"}
                         # a normalized step is the mean move per coordinate, not an eps
                         key = "step" if config["normalize_step"] else "eps"
                         shown[key] = f"{float(eps.mean()):.3g}"
