@@ -222,7 +222,7 @@ def build(spec: RunSpec) -> Built:
     Raises ValueError with one line on a spec that cannot run (unknown model, class or prior,
     a prior that needs data the model has none of, conflicting options).
     """
-    from .energies import ClassLikelihood, build_prior
+    from .energies import ClassLikelihood, build_prior, parse_prior
     from .models import load_model
 
     if spec.threads is not None:
@@ -242,16 +242,12 @@ def build(spec: RunSpec) -> Built:
     size = 28 if spec.model in MNIST_MODELS else spec.size
     shape = (channels, size, size)
     priors = list(spec.priors) or (["fitted=1"] if spec.model in MNIST_MODELS else ["stationary=1"])
+    parsed = [(n, w * prior_factor, params) for n, w, params in map(parse_prior, priors)]
     train = None
-    if any(p.split("=")[0].split(",")[0].strip() == "fitted" for p in priors):
-        if spec.model in MNIST_MODELS:
-            from .datasets import load_mnist
+    if spec.model in MNIST_MODELS and any(n == "fitted" for n, _, _ in parsed):
+        from .datasets import load_mnist
 
-            train, _ = load_mnist("train")
-    from .energies import parse_prior
-
-    parsed = [parse_prior(p) for p in priors]
-    parsed = [(n, w * prior_factor, params) for n, w, params in parsed]
+        train, _ = load_mnist("train")
     prior = build_prior(parsed, shape, data=train)
     precond = prior.preconditioner
     if spec.precondition == "none":
