@@ -187,3 +187,26 @@ def test_run_spec_round_trips_through_json_and_toml(tmp_path):
     assert RunSpec(seed=5).hash != RunSpec(seed=4).hash
     with pytest.raises(ValueError, match="unknown run spec key"):
         RunSpec.from_dict({"sed": 4})
+
+
+def test_the_record_never_writes_a_file_in_place(tmp_path, monkeypatch):
+    """What the crash safety rests on: every file of a block (chunks, checkpoint, attrs) is
+    written under a temporary name and renamed into place, never opened for writing where a
+    reader looks for it. A zarr that stopped doing so would fail here."""
+    import pathlib
+
+    rec = ZarrRecorder(tmp_path / "w.zarr", buffer_steps=2)
+    rec.start(chains=2, warmup=0, steps=4, thin=1, position_shape=(3,), dtype=torch.float32)
+    opened, real_open = [], pathlib.Path.open
+
+    def spy(self, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            opened.append(self.name)
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "open", spy)
+    stats = {"energy": torch.zeros(2, dtype=torch.float64), "diverging": torch.zeros(2).bool()}
+    for t in range(2):
+        rec.save_step(t, torch.zeros(2, 3), stats)
+    rec.flush({"step": 2, "x": torch.ones(3)})
+    assert len(opened) >= 4 and all(name.endswith(".partial") for name in opened), opened
