@@ -584,26 +584,20 @@ def execute(
 ) -> RunResult:
     """Run ``spec`` into the folder ``out`` (see the module's docstring for what it holds)."""
     from .recording import ZarrRecorder
-    from .samplers import DivergenceError, sample
+    from .samplers import sample
 
     built = build(spec)
     path = prepare_out(out, force=force)
     card = _card(built, argv)
     write_card(path, card)
     recorder = ZarrRecorder(path / RECORD, buffer_steps=spec.checkpoint_every)
-    say(_announce(built, resumed=False))
-    t0 = time.perf_counter()
-    try:
-        with warnings.catch_warnings():  # an interrupt is reported by the caller, in its words
-            warnings.filterwarnings("ignore", "sampling interrupted", RuntimeWarning)
-            run = sample(
-                built.energy, built.x0, **built.sampler, progress=progress, record_to=recorder,
-                spec=spec.to_dict(), chain_groups=built.target_per_chain.tolist(),
-            )  # fmt: skip
-    except DivergenceError as err:
-        run = err.run
-        print(f"{spec.job}: {str(err).splitlines()[0]}; writing what was recorded", file=sys.stderr)
-    return _finish(built, run, path, card, time.perf_counter() - t0, say)
+    return _sample_into(
+        built, path, card, say, resumed=False,
+        call=lambda: sample(
+            built.energy, built.x0, **built.sampler, progress=progress, record_to=recorder,
+            spec=spec.to_dict(), chain_groups=built.target_per_chain.tolist(),
+        ),
+    )  # fmt: skip
 
 
 def spec_from_record(path: str | os.PathLike) -> RunSpec:
@@ -633,7 +627,6 @@ def resume_folder(
 ) -> RunResult:
     """Continue the killed or interrupted run in the folder ``out`` to its last step, then
     write its outputs as ``execute`` does. ``spec``, if given, must be the folder's own."""
-    from .samplers import DivergenceError
     from .samplers import resume as resume_run
 
     path = prepare_out(out, resume=True)
@@ -647,23 +640,30 @@ def resume_folder(
     card = _card(built, argv)
     card["resumed"] = True
     write_card(path, card)
-    say(_announce(built, resumed=True))
+    return _sample_into(
+        built, path, card, say, resumed=True,
+        call=lambda: resume_run(
+            path / RECORD, built.energy, preconditioner=built.sampler["preconditioner"],
+            spec=stored.to_dict(), progress=progress,
+        ),
+    )  # fmt: skip
+
+
+def _sample_into(built: Built, path: Path, card: dict, say, *, resumed: bool, call) -> RunResult:
+    """Run ``call()`` (a ``sample`` or a ``resume``), then write the folder's outputs. A run
+    stopped by divergence keeps what it recorded; an interrupt is reported by the caller."""
+    from .samplers import DivergenceError
+
+    say(_announce(built, resumed=resumed))
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "sampling interrupted", RuntimeWarning)
-            run = resume_run(
-                path / RECORD,
-                built.energy,
-                preconditioner=built.sampler["preconditioner"],
-                spec=stored.to_dict(),
-                progress=progress,
-            )
+            run = call()
     except DivergenceError as err:
         run = err.run
-        print(
-            f"{stored.job}: {str(err).splitlines()[0]}; writing what was recorded", file=sys.stderr
-        )
+        first = str(err).splitlines()[0]
+        print(f"{built.spec.job}: {first}; writing what was recorded", file=sys.stderr)
     return _finish(built, run, path, card, time.perf_counter() - t0, say)
 
 
