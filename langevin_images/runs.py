@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import shutil
@@ -320,17 +319,9 @@ def atomic_write(path: Path, write: Callable[[Path], Any] | str | bytes) -> None
 
 def _json(obj) -> str:
     """JSON with NaN and infinities as null (strict parsers reject them)."""
+    from .recording.disk import json_safe
 
-    def clean(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list | tuple):
-            return [clean(v) for v in o]
-        return o
-
-    return json.dumps(clean(obj), indent=2, default=str)
+    return json.dumps(json_safe(obj), indent=2)
 
 
 def versions() -> dict[str, str]:

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from .base import Recorder, draw_index
 
-__all__ = ["FORMAT", "ZarrRecorder", "is_record"]
+__all__ = ["FORMAT", "ZarrRecorder", "is_record", "json_safe"]
 
 FORMAT = "langevin_images.record/1"
 
@@ -92,14 +92,15 @@ def is_record(path: str | os.PathLike) -> bool:
         return False
 
 
-def _json_safe(obj: Any) -> Any:
-    """Attrs as strict JSON: non-finite floats become null, tuples lists, the rest strings."""
+def json_safe(obj: Any) -> Any:
+    """``obj`` as strict JSON values: non-finite floats become null, tuples lists, keys and
+    anything JSON has no type for strings (zarr attrs, run cards)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if obj is None or isinstance(obj, bool | int | str):
         return obj
     return str(obj)
@@ -149,7 +150,7 @@ class ZarrRecorder(Recorder):
             shutil.rmtree(self.path)
         g = zarr.open_group(self.path, mode="w")
         g.attrs.update(
-            _json_safe(
+            json_safe(
                 {
                     **self.attrs,
                     "format": FORMAT,
@@ -271,7 +272,7 @@ class ZarrRecorder(Recorder):
                 overwrite=True,
             )
             update.update(checkpoint_slot=slot, checkpoint_step=self.completed)
-        g.attrs.update(_json_safe(update))
+        g.attrs.update(json_safe(update))
         self._last_flush = time.monotonic()
 
     def close(self, checkpoint: dict | None = None, attrs: dict | None = None) -> None:
