@@ -61,6 +61,15 @@ def test_iid_draws_converge_and_diagnose_says_so():
     assert verdict.ok and str(verdict).startswith("converged")
 
 
+@pytest.mark.parametrize("draws", [1, 3])
+def test_too_few_draws_are_never_called_converged(draws):
+    """With fewer than 4 draws per chain R-hat and ESS are NaN (or meaningless), which no
+    threshold flags: the verdict says so instead of "converged"."""
+    rng = np.random.default_rng(RNG_SEED)
+    verdict = D.diagnose(tree(energy=rng.standard_normal((4, draws))))
+    assert not verdict.ok and f"only {draws} draw(s) per chain" in str(verdict)
+
+
 def test_two_chains_with_different_means_are_not_converged():
     rng = np.random.default_rng(RNG_SEED)
     energy = rng.standard_normal((2, 500)) + np.array([[0.0], [2.0]])

@@ -109,7 +109,10 @@ def test_a_chain_that_keeps_diverging_stops_the_run_with_its_name():
 def test_energy_not_finite_at_start():
     with pytest.raises(ValueError, match=r"chain\(s\) \[1\]"):
         li.sample(
-            lambda x: torch.tensor([0.0, math.inf]), torch.zeros((2, 1)), steps=1, progress=False
+            lambda x: quad(x) + torch.tensor([0.0, math.inf]),
+            torch.zeros((2, 1)),
+            steps=1,
+            progress=False,
         )
 
 
@@ -130,7 +133,7 @@ def test_energy_not_finite_at_start():
     ],
 )
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((ValueError, TypeError), match=match):  # TypeError: a wrong type
         li.sample(quad, torch.zeros((2, 3)), progress=False, **kwargs)
 
 

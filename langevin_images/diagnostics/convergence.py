@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 SAMPLE_DIMS = ("chain", "draw")
+MIN_DRAWS = 4  # split R-hat halves each chain; fewer draws per chain give no usable estimate
 IMAGE_VARS = ("image", "x")
 
 
@@ -288,6 +289,12 @@ def diagnose(
     findings, suggestions = [], []
 
     chains, draws = post.sizes["chain"], post.sizes["draw"]
+    if draws < MIN_DRAWS:  # R-hat and ESS are NaN or meaningless: never "converged"
+        findings.append(
+            f"only {draws} draw(s) per chain: too few to judge convergence (R-hat and ESS need "
+            f"at least {MIN_DRAWS})"
+        )
+        suggestions.append("more steps, or a smaller thin")
     bad_rhat = table[table["r_hat"] > rhat_max]
     low_ess = table[table["ess_bulk"] < ess_min]
     if len(bad_rhat):

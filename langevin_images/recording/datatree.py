@@ -9,7 +9,8 @@ Groups (dims ``chain, draw`` first):
 ``sample_stats``
     one value per kept draw: ``lp = -energy / T``, ``acceptance_rate`` (mean acceptance
     probability over the ``thin`` steps that led to the draw), ``is_accepted`` and ``diverging``
-    (any of those steps), ``step_size`` and ``grad_norm`` (at the draw's step).
+    (any of those steps), ``step_size`` and ``grad_norm`` (at the draw's step; a kernel
+    without gradients, pcn, has none).
 ``warmup_sample_stats``
     the same for every warmup step, when there was a warmup.
 
@@ -97,8 +98,9 @@ def _stats_block(
         "is_accepted": window("is_accepted").astype(bool).any(-1),
         "diverging": window("diverging").astype(bool).any(-1),
         "step_size": window("step_size")[..., -1],
-        "grad_norm": window("grad_norm")[..., -1],
     }
+    if "grad_norm" in stats:  # gradient-free kernels (pcn) have none
+        out["grad_norm"] = window("grad_norm")[..., -1]
     return {k: (["chain", "draw"], v) for k, v in out.items()}, last
 
 

@@ -11,6 +11,8 @@ statistics the uninterrupted run would have given.
 from __future__ import annotations
 
 import hashlib
+import numbers
+import operator
 import os
 import signal
 import threading
@@ -121,6 +123,10 @@ class Run:
 
 
 def _step_size_tensor(step_size: float | Tensor, chains: int, device) -> Tensor:
+    if isinstance(step_size, str | bytes) or not (
+        isinstance(step_size, numbers.Real | Tensor) or hasattr(step_size, "__array__")
+    ):
+        raise TypeError(f"step_size must be a number or a tensor, got {step_size!r}")
     eps = torch.as_tensor(step_size, dtype=torch.float64, device=device)
     if eps.ndim == 0:
         eps = eps.expand(chains).clone()
@@ -135,9 +141,26 @@ def _step_size_tensor(step_size: float | Tensor, chains: int, device) -> Tensor:
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    """``value`` as a Python int (numpy and 0-d torch integers too), ``>= minimum``."""
+    try:
+        if isinstance(value, bool) or (isinstance(value, Tensor) and value.is_floating_point()):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}")
     return value
+
+
+def _check_float(name: str, value: Any) -> float:
+    """``value`` as a Python float (numpy and 0-d torch numbers too)."""
+    if isinstance(value, bool | str | bytes):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
 
 
 def describe(obj: Any) -> str:
@@ -310,18 +333,33 @@ def sample(
             "x0 must be a floating-point tensor of shape (chains, ...), "
             f"got {getattr(x0, 'shape', type(x0).__name__)}"
         )
+    if x0.dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"x0 is {str(x0.dtype).removeprefix('torch.')}: the sampler's state, its accept "
+            "step and its record keep float32 or float64; give x0 in one of them (an energy "
+            "may still run its model in lower precision inside)"
+        )
+    if x0.shape[0] == 0:
+        raise ValueError(f"x0 has no chains: its shape is {tuple(x0.shape)}, (chains, ...)")
     steps = _check_int("steps", steps, 1)
     warmup = _check_int("warmup", warmup, 0)
     thin = _check_int("thin", thin, 1)
-    _check_int("max_divergences_in_a_row", max_divergences_in_a_row, 1)
+    if thin > steps:
+        raise ValueError(f"thin = {thin} keeps no draw of steps = {steps}: give thin <= steps")
+    max_divergences_in_a_row = _check_int("max_divergences_in_a_row", max_divergences_in_a_row, 1)
+    target_accept = _check_float("target_accept", target_accept)
     if not 0 < target_accept < 1:
-        raise ValueError("target_accept must be in (0, 1)")
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
+    temperature = _check_float("temperature", temperature)
     chains, device = x0.shape[0], x0.device
     eps0 = _step_size_tensor(step_size, chains, device)
     if isinstance(seed, torch.Generator):
         generator = seed
     else:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
+        seed = _check_int("seed", seed, 0)
+        if seed >= 2**63:
+            raise ValueError(f"seed must be < 2**63, got {seed}")
+        generator = torch.Generator(device=device).manual_seed(seed)
     config = {
         "method": method,
         "steps": steps,
@@ -569,6 +607,9 @@ def _drive(
         stopped = signal.SIGINT
         recorder.close(attrs={"interrupted": True, "grad_evals": loop.grad_evals})
     except Exception as err:
+        if not isinstance(err, DivergenceError):
+            phase = "warmup" if loop.step < warmup else "sampling"
+            err.add_note(f"raised at step {loop.step} of {total} ({phase})")
         if isinstance(recorder, ZarrRecorder):
             err.add_note(
                 f"the {recorder.completed} steps done so far are in {recorder.path}"
@@ -578,7 +619,14 @@ def _drive(
                     else ""
                 )
             )
-        recorder.close(attrs={"grad_evals": loop.grad_evals, "error": repr(err)})
+        try:
+            recorder.close(attrs={"grad_evals": loop.grad_evals, "error": repr(err)})
+        except OSError as close_err:  # a full disk fails the last flush too: the blocks
+            # written before stay readable, since a block's attrs are written after its data
+            err.add_note(f"the last steps could not be written ({close_err})")
+        err.run = run  # what was recorded, as DivergenceError.run has it
+        if not isinstance(recorder, ZarrRecorder):
+            err.add_note(f"the {recorder.completed} steps done so far are in its .run attribute")
         raise
     finally:
         bar.close()

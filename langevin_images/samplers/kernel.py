@@ -90,12 +90,19 @@ def energy_grad_terms(energy_fn: EnergyFn, x: Tensor) -> tuple[Tensor, Tensor, d
             raise ValueError(
                 f"the energy must return one value per chain, shape ({x.shape[0]},); got {got}"
             )
+        if not energy.is_floating_point():
+            raise TypeError(
+                f"the energy returned {str(energy.dtype).removeprefix('torch.')} values, which "
+                "have no gradient: return floating-point energies"
+            )
+        grad = None
         if energy.requires_grad:
             (grad,) = torch.autograd.grad(energy.sum(), x, allow_unused=True)
-        else:
-            grad = None
-    if grad is None:  # an energy that does not depend on x is flat
-        grad = torch.zeros_like(x)
+    if grad is None:  # silently flat, the run would be a random walk: refuse it
+        raise ValueError(
+            "the energy's output does not depend on x through autograd (detached, made under "
+            "torch.no_grad, or computed outside torch): Langevin needs its gradient"
+        )
     return energy.detach(), grad, {k: v.detach() for k, v in terms.items()}
 
 

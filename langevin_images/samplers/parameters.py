@@ -15,6 +15,7 @@ convention here is ``lambda_lik = 1`` (temperature in units of the likelihood), 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 __all__ = ["LangevinParameters", "from_three_epsilons", "sample_three_epsilons"]
@@ -64,6 +65,9 @@ def from_three_epsilons(
     likelihood_weight : float
         The free scale: ``lambda_lik``; 1 by default.
     """
+    values = (eps1, eps2, eps3, likelihood_weight)
+    if not all(math.isfinite(float(v)) for v in values):
+        raise ValueError(f"three epsilons must be finite numbers, got {values}")
     if eps2 <= 0 or eps1 < 0 or eps3 < 0 or likelihood_weight <= 0:
         raise ValueError(
             "three epsilons need eps1 >= 0, eps2 > 0, eps3 >= 0 (and likelihood_weight > 0)"
