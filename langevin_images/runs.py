@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -92,17 +93,35 @@ class RunSpec:
     tf32: bool = False
     threads: int | None = None
     checkpoint_every: int = 100
+    weights: str | None = None  # a weights file instead of the model's default one
 
     def __post_init__(self):
         for name in ("targets", "priors", "three_epsilons"):
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        if self.three_epsilons is not None:
+            clash = [k for k in ("step_size", "temperature", "likelihood_weight")
+                     if getattr(self, k) != defaults[k]]  # fmt: skip
+            if clash:
+                raise ValueError(
+                    f"three_epsilons set the step size, temperature and likelihood weight; "
+                    f"do not give {', '.join(clash)} too"
+                )
+        if self.method == "descent" and self.temperature not in (0, defaults["temperature"]):
+            raise ValueError(
+                f"method descent runs at temperature 0; temperature {self.temperature:g} would "
+                "be ignored: drop it, or use mala or ula"
+            )
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        if d["weights"] is None:  # absent when unset: specs from before it keep their hash
+            del d["weights"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
@@ -215,6 +234,71 @@ def resolve_device(name: str, *, tf32: bool = False) -> torch.device:
     return device
 
 
+def check_input_side(model, side: int, *, what: str, name: str = "the model") -> None:
+    """Refuse (ValueError, one line) an input side the model's layers cannot take; sides over
+    256 px are taken as fine (kernels only outgrow small inputs)."""
+    from .models.probe import probe, smallest_side
+
+    if side > 256 or probe(model, side).ok:
+        return
+    smallest = smallest_side(model)
+    fixed = getattr(model, "input_size", None)
+    if smallest is None and fixed:
+        raise ValueError(f"{what}: {name} takes only {fixed[0]}x{fixed[1]} px images")
+    raise ValueError(
+        f"{what} is too small for {name}: its layers need at least {smallest} px a side"
+    )
+
+
+def check_memory(
+    model, size: tuple[int, int], chains: int, device, *, draws: int = 0, steps: int = 0,
+    what: str = "the run",
+) -> None:  # fmt: skip
+    """Refuse (ValueError, one line) a job whose memory need is larger than what is free: a
+    step's activations and sampler state on ``device``, and at the end the draws and per-step
+    statistics held for export and diagnostics (in float64) on the host."""
+    from .models.probe import activation_bytes, available_bytes, human_bytes
+
+    channels = getattr(model, "input_channels", 3)
+    pixels = channels * size[0] * size[1]
+    step_need = activation_bytes(model, size, chains) + 12 * chains * pixels * 4
+    end_need = 3 * draws * chains * pixels * 8 + 2 * steps * chains * 8 * 8
+    device = torch.device(device)
+    needs = [(step_need, device)]
+    if device.type == "cpu":
+        needs = [(max(step_need, end_need), device)]
+    else:
+        needs.append((end_need, torch.device("cpu")))
+    for need, where in needs:
+        free = available_bytes(where)
+        if free is not None and need > free:
+            raise ValueError(
+                f"{what} of {size[0]}x{size[1]} px, {steps} steps and {draws} kept draws need "
+                f"about {human_bytes(need)} of memory on {where.type}, and "
+                f"{human_bytes(free)} is free: lower --size, --chains or --steps, or raise --thin"
+            )
+
+
+def check_disk(built: Built, out: str | os.PathLike) -> None:
+    """Refuse (ValueError, one line) a run whose record and run.nc would not fit on the disk
+    that ``out`` is on (their uncompressed size: an upper bound)."""
+    from .models.probe import human_bytes
+
+    s = built.sampler
+    chains, pixels = len(built.target_per_chain), math.prod(built.shape)
+    need = 2 * ((s["steps"] // s["thin"]) * chains * pixels * 4
+                + (s["warmup"] + s["steps"]) * chains * 8 * 8)  # fmt: skip
+    where = Path(out).absolute()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ValueError(
+            f"--out {out}: the run's record and run.nc need up to {human_bytes(need)} on disk "
+            f"and {human_bytes(free)} is free there: lower --steps or raise --thin"
+        )
+
+
 def build(spec: RunSpec) -> Built:
     """The energy, start and sampler arguments of ``spec``, made in this process.
 
@@ -228,7 +312,7 @@ def build(spec: RunSpec) -> Built:
         torch.set_num_threads(int(spec.threads))
     device = resolve_device(spec.device, tf32=spec.tf32)
     try:
-        model = load_model(spec.model).to(device)
+        model = load_model(spec.model, weights=spec.weights).to(device)
     except FileNotFoundError as err:
         raise ValueError(str(err).splitlines()[0]) from None
     targets = _targets(spec, model)
@@ -240,6 +324,22 @@ def build(spec: RunSpec) -> Built:
     channels = getattr(model, "input_channels", 3)
     size = 28 if spec.model in MNIST_MODELS else spec.size
     shape = (channels, size, size)
+    if spec.thin is not None and spec.thin > spec.steps:
+        raise ValueError(
+            f"--thin {spec.thin} keeps no draw of --steps {spec.steps}: give --thin <= --steps"
+        )
+    if spec.schedule == "dual_averaging" and spec.method in ("ula", "descent"):
+        raise ValueError(
+            f"--schedule dual_averaging adapts the step to an acceptance rate, which --method "
+            f"{spec.method} does not have: give --schedule constant, cosine, polynomial or "
+            "exponential"
+        )
+    check_input_side(model, size, what=f"--size {size}", name=spec.model)
+    check_memory(
+        model, (size, size), len(targets) * spec.chains, device,
+        draws=spec.steps // (spec.thin or max(1, spec.steps // 40)),
+        steps=spec.warmup + spec.steps, what=f"{len(targets) * spec.chains} chains",
+    )  # fmt: skip
     priors = list(spec.priors) or (["fitted=1"] if spec.model in MNIST_MODELS else ["stationary=1"])
     parsed = [(n, w * prior_factor, params) for n, w, params in map(parse_prior, priors)]
     train = None
@@ -315,6 +415,19 @@ def atomic_write(path: Path, write: Callable[[Path], Any] | str | bytes) -> None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_netcdf(tree, path: Path) -> None:
+    """``tree.to_netcdf`` through ``atomic_write``, refused first (ENOSPC) if the disk has less
+    free space than the tree's size: HDF5 failing on a full disk mid-file can crash the
+    interpreter as it exits (a segmentation fault), which no ``except`` can catch."""
+    import errno
+
+    need = int(sum(node.dataset.nbytes for node in tree.subtree) * 1.05) + (1 << 16)
+    free = shutil.disk_usage(Path(path).parent).free
+    if need > free:
+        raise OSError(errno.ENOSPC, f"No space left on device for {need} bytes", str(path))
+    atomic_write(path, lambda p: tree.to_netcdf(p))
 
 
 def _json(obj) -> str:
@@ -520,7 +633,7 @@ def write_descent_outputs(out: Path, trees: dict, table: list[dict]) -> dict:
 
     nodes = {f"{name}/{group}": dt[group].to_dataset() for name, dt in trees.items()
              for group in dt.children}  # fmt: skip
-    atomic_write(out / "run.nc", xr.DataTree.from_dict(nodes).to_netcdf)
+    write_netcdf(xr.DataTree.from_dict(nodes), out / "run.nc")
     atomic_write(out / "summary.csv", pd.DataFrame(table).to_csv(index=False, float_format="%.6g"))
     fig = plot_energy(trees)
     atomic_write(out / "energy.png", lambda p: fig.savefig(p, format="png"))
@@ -578,17 +691,38 @@ def execute(
     from .samplers import sample
 
     built = build(spec)
+    check_disk(built, out)
     path = prepare_out(out, force=force)
-    card = _card(built, argv)
-    write_card(path, card)
-    recorder = ZarrRecorder(path / RECORD, buffer_steps=spec.checkpoint_every)
-    return _sample_into(
-        built, path, card, say, resumed=False,
-        call=lambda: sample(
-            built.energy, built.x0, **built.sampler, progress=progress, record_to=recorder,
-            spec=spec.to_dict(), chain_groups=built.target_per_chain.tolist(),
-        ),
-    )  # fmt: skip
+    try:
+        card = _card(built, argv)
+        write_card(path, card)
+        recorder = ZarrRecorder(path / RECORD, buffer_steps=spec.checkpoint_every)
+        return _sample_into(
+            built, path, card, say, resumed=False,
+            call=lambda: sample(
+                built.energy, built.x0, **built.sampler, progress=progress, record_to=recorder,
+                spec=spec.to_dict(), chain_groups=built.target_per_chain.tolist(),
+            ),
+        )  # fmt: skip
+    except BaseException:
+        remove_if_nothing_recorded(path)
+        raise
+
+
+def remove_if_nothing_recorded(path: Path) -> None:
+    """A run that failed before its first step leaves no folder behind (nothing of it is worth
+    keeping, and an empty or half-made folder would block the next ``--out``)."""
+    from .recording import is_record
+
+    record = path / RECORD
+    if is_record(record):
+        try:
+            done = json.loads((record / "zarr.json").read_text())["attributes"]
+            if int(done.get("completed_steps", 0)) > 0:
+                return
+        except (OSError, ValueError, KeyError):
+            return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def spec_from_record(path: str | os.PathLike) -> RunSpec:
@@ -655,6 +789,13 @@ def _sample_into(built: Built, path: Path, card: dict, say, *, resumed: bool, ca
         run = err.run
         first = str(err).splitlines()[0]
         print(f"{built.spec.job}: {first}; writing what was recorded", file=sys.stderr)
+    except Exception as err:
+        card.update(status="failed", error=f"{type(err).__name__}: {err}".splitlines()[0])
+        try:
+            write_card(path, card)
+        except OSError:  # the disk that failed the record fails the card too
+            pass
+        raise
     return _finish(built, run, path, card, time.perf_counter() - t0, say)
 
 
@@ -686,9 +827,9 @@ def _finish(built: Built, run, path: Path, card: dict, seconds: float, say) -> R
     say(f"{built.spec.job}: {seconds:.1f} s sampling; exporting, diagnosing and plotting")
     features = D.penultimate(built.model)
     dt = run.to_datatree(features=features)
-    atomic_write(path / "run.nc", lambda p: dt.to_netcdf(p))
+    write_netcdf(dt, path / "run.nc")
     outputs = ["run.nc", RECORD]
-    if run.recorder.completed_draws == 0:
+    if run.recorder.completed_draws == 0:  # stopped (diverged) before its first kept draw
         card.update(status="done", outputs=[*outputs, "run.json"], note="no draws were kept")
         write_card(path, card)
         return RunResult(path, run, card, seconds, False)

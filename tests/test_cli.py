@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
@@ -107,11 +109,17 @@ def files(tmp_path):
     text.write_text("not an image")
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    return {"text": str(text), "unwritable": str(blocker / "sub"), "tmp": str(tmp_path)}
+    from PIL import Image
+
+    Image.fromarray(np.zeros((2, 800, 3), np.uint8)).save(tmp_path / "strip.png")
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "big.png")
+    return {"text": str(text), "unwritable": str(blocker / "sub"), "tmp": str(tmp_path),
+            "strip": str(tmp_path / "strip.png"), "big": str(tmp_path / "big.png")}  # fmt: skip
 
 
+EPS = ["--eps1", ".1", "--eps2", ".1", "--eps3", ".1"]
 BAD = [
-    (["dream", "--layer", "_blocks.4", "--image", "{tmp}/missing.png"], "no image"),
+    (["dream", "--layer", "_blocks.4", "--image", "{tmp}/missing.png"], "no such file"),
     (["dream", "--layer", "_blocks.4", "--image", "{text}"], "not an image file"),
     (["sample", "--model", "mnist", "--target", "giraffe"], "unknown class name"),
     (["sample", "--model", "mnist", "--target", "12"], "out of range"),
@@ -137,21 +145,58 @@ BAD = [
     (["sample", "--resume", "{tmp}"], "no run record"),
     (["sample", "--device", "gpu0"], "not a device"),
     (["visualize", "--layer", "_blocks.1", "--device", "meta"], "only cpu and cuda"),
+    # sizes the model's kernels cannot take, found before anything is made
+    (["sample", "--model", "lite0", "--target", "1", "--size", "3"], "--size 3 is too small"),
+    (["visualize", "--layer", "_blocks.14", "--size", "3"], "need at least 32 px"),
+    (["dream", "--layer", "_blocks.14", "--size", "40"], "smallest of 4 octaves"),
+    # memory and disk needs checked up front
+    (["sample", "--model", "lite0", "--target", "1", "--size", "100000"], "of memory"),
+    (["sample", "--steps", "1000000000"], "of memory"),
+    (["sample", "--seed", "1180591620717411303424"], "--seed: must be < 9223372036854775808"),
+    (["sample", "--steps", "2", "--warmup", "0", "--thin", "1000"], "keeps no draw"),
+    (["dream", "--layer", "_blocks.4", "--image", "{strip}"], "a strip, not a photo"),
+    (["dream", "--layer", "_blocks.4", "--image", "{big}"], "decompression bomb"),
+    # layers and channels
+    (["visualize", "--layer", "_blocks"], "give one of its parts (_blocks.0"),
+    (["visualize", "--layer", "_blocks.0", "--channels", "100000"], "has 16 channels"),
+    (["visualize", "--layer", "_blocks.0", "--channel", "16"], "channels 0..15"),
+    (["visualize", "--model", "mnist", "--layer", "conv1"], "models mnist --layers"),
+    (["sample", "--model", "mnist", "--weights", "{tmp}/no.pth"], "missing"),
+    (["models", "nosuchnet"], "unknown model"),
+    (["models", "--classes"], "need a model"),
+    (["models", "vgg16", "--classes"], "not a classifier"),
+    # options that would be overridden or dropped
+    (["sample", *EPS, "--step-size", ".5"], "drop --step-size"),
+    (
+        ["sample", *EPS, "--temperature", "1", "--likelihood-weight", "2"],
+        "drop --temperature, --likelihood-weight",
+    ),
+    (["sample", "--method", "descent", "--temperature", "5"], "drop --temperature"),
+    (["sample", "--method", "ula", "--schedule", "dual_averaging"], "which --method ula"),
 ]
 if not torch.cuda.is_available():
     BAD.append((["dream", "--layer", "_blocks.4", "--device", "cuda"], "no CUDA GPU"))
 
 
 @pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
-def test_bad_input_exits_2_with_one_line(argv, message, files, capsys):
+def test_bad_input_exits_2_with_one_line(argv, message, files, capsys, monkeypatch):
+    """Exit 2, one line naming the option and what is allowed, no traceback, and no --out
+    folder left behind (not even an empty one)."""
+    from PIL import Image
+
+    if "{big}" in argv:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 px is a "bomb" here
     argv = [a.format(**files) for a in argv]
+    out = Path(files["tmp"]) / "out"
     if argv[0] in ("sample", "visualize", "dream") and "--out" not in argv:
-        argv += ["--out", files["tmp"] + "/out"]
-    assert main([*argv, "--quiet"] if argv[0] != "nosuchcommand" else argv) == 2
+        argv += ["--out", str(out)]
+    quiet = argv[0] not in ("nosuchcommand", "models")
+    assert main([*argv, "--quiet"] if quiet else argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("langevin-images: error:") and message in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "error: langevin-images" not in err  # no doubled prefix
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
 
 
 def test_the_installed_command_reports_bad_input_without_a_traceback(tmp_path):
@@ -277,3 +322,162 @@ def test_killed_command_resumes_bit_for_bit(tmp_path):
     for group in ("posterior", "sample_stats"):
         for name, var in ta[group].data_vars.items():
             assert (tb[group][name].values == var.values).all(), (group, name)
+
+
+def test_dream_of_a_photo_keeps_its_size_and_its_16_bit_values(tmp_path):
+    """A 16-bit PNG is read by its bit depth (PIL's convert('RGB') would clip it to white), and
+    a user's photo is dreamt at its own size by default, with no frame around it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grey = (rng.random((40, 60)) * 65535).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    out = tmp_path / "dream"
+    rc = main(["dream", "--layer", "_blocks.1", "--image", str(tmp_path / "deep.png"),
+               "--octaves", "1", "--steps", "1", "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    seen = np.asarray(Image.open(out / "input.png"), dtype=np.float64)
+    assert seen.shape == (40, 60, 3)
+    assert abs(seen.mean() - grey.mean() / 257) < 1.0  # not white (255)
+    assert Image.open(out / "dream.png").size == (60, 40)
+    rc = main(["dream", "--layer", "_blocks.1", "--image", str(tmp_path / "deep.png"),
+               "--size", "32", "--octaves", "1", "--steps", "1", "--out", str(out), "--force",
+               "--quiet"])  # fmt: skip
+    assert rc == 0 and Image.open(out / "dream.png").size == (48, 32)
+
+
+def test_diagnose_refuses_a_record_without_draws(tmp_path, capsys):
+    import langevin_images as li
+
+    def quad(x):
+        return 0.5 * (x**2).flatten(1).sum(1)
+
+    li.sample(quad, torch.zeros(2, 3), steps=4, warmup=10, progress=False,
+              record_to=tmp_path / "r.zarr")  # fmt: skip
+    rec = li.open_record(tmp_path / "r.zarr")
+    assert rec["posterior"].sizes["draw"] == 4
+    # a record cut at step 6: the warmup was not over, so no draw was kept
+    from langevin_images.recording import ZarrRecorder
+
+    r2 = ZarrRecorder(tmp_path / "cut.zarr", buffer_steps=2)
+    li.sample(quad, torch.zeros(2, 3), steps=4, warmup=10, progress=False, record_to=r2)
+    import zarr
+
+    root = zarr.open_group(tmp_path / "cut.zarr", mode="r+")
+    root.attrs.update(completed_steps=6)
+    capsys.readouterr()
+    assert main(["diagnose", str(tmp_path / "cut.zarr"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "no draws yet" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d" / "summary.csv").exists()
+
+
+def test_a_full_disk_is_one_line_and_the_record_reads_up_to_its_last_block(
+    tmp_path, capsys, monkeypatch
+):
+    """ENOSPC at the third block: exit 1, one line that says how to continue, no traceback;
+    the record reads up to the last block written, and --resume finishes the run once there is
+    space again."""
+    import errno
+
+    from langevin_images.recording import ZarrRecorder
+
+    flush = ZarrRecorder.flush
+    calls = {"n": 0}
+
+    def full(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "steps"))
+        return flush(self, *a, **kw)
+
+    monkeypatch.setattr(ZarrRecorder, "flush", full)
+    out = tmp_path / "run"
+    argv = _tiny_sample(out, "--checkpoint-every", "5")
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "No space left on device" in err and f"--resume {out}" in err
+    rec = xr.open_datatree(out / "record.zarr", engine="zarr", consolidated=False)
+    assert rec.attrs["completed_steps"] == 10 and rec.attrs["checkpoint_step"] == 10
+    monkeypatch.setattr(ZarrRecorder, "flush", flush)
+    assert main(["sample", "--resume", str(out), "--quiet"]) == 0
+    assert xr.open_datatree(out / "run.nc")["posterior"].sizes["draw"] == 12
+
+
+def test_run_nc_is_refused_before_hdf5_meets_a_full_disk(tmp_path, capsys, monkeypatch):
+    """HDF5 failing mid-file on a full disk can crash the interpreter at exit; run.nc is
+    refused first when the disk has less space than the tree's size."""
+    import shutil as sh
+    from collections import namedtuple
+
+    import langevin_images.runs as runs
+
+    usage = namedtuple("usage", "total used free")
+    real = sh.disk_usage
+
+    def tight(path):
+        return usage(1, 1, 100) if Path(path).name == "run" else real(path)
+
+    monkeypatch.setattr(runs.shutil, "disk_usage", tight)
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(_tiny_sample(out)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "No space left on device" in err and "run.nc" in err and len(err.splitlines()) == 1
+    assert not (out / "run.nc").exists()
+
+
+def test_version_help_and_the_result_line(tmp_path, capsys):
+    import langevin_images as li
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"langevin-images {li.__version__}"
+    for cmd in ([], ["sample"], ["demo"], ["diagnose"], ["visualize"], ["dream"], ["models"]):
+        assert main([*cmd, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "``" not in text and "usage:" in text, cmd
+    # --quiet still says what came out and where; --weights loads the file given
+    from langevin_images.models import weights_path
+
+    out = tmp_path / "run"
+    assert main(_tiny_sample(out, "--weights", str(weights_path("mnist")))) == 0
+    printed = capsys.readouterr().out
+    assert "sample: converged" in printed or "sample: NOT converged" in printed, printed
+    assert f"sample: wrote {out}/" in printed
+    card = json.loads((out / "run.json").read_text())
+    assert card["spec"]["weights"] == str(weights_path("mnist"))
+
+
+def test_models_lists_the_zoo_layers_and_classes(capsys):
+    assert main(["models"]) == 0
+    assert "mnist-judge" in capsys.readouterr().out
+    assert main(["models", "mnist", "--layers"]) == 0
+    listed = capsys.readouterr().out
+    assert "features.0" in listed and "32x28x28" in listed and "\nnet " not in listed
+    assert main(["models", "lite0", "--find", "espresso"]) == 0
+    assert "967 espresso" in capsys.readouterr().out
+
+
+def test_descent_progress_shows_the_energy_not_an_acceptance_rate(capsys):
+    import langevin_images as li
+
+    def quad(x):
+        return 0.5 * (x**2).flatten(1).sum(1)
+
+    li.sample(quad, torch.ones(2, 3), steps=120, method="descent", step_size=0.1, progress=True)
+    err = capsys.readouterr().err
+    assert "energy=" in err and "acc=" not in err
+
+
+def test_offline_torchvision_models_point_to_the_weights_option(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    monkeypatch.setenv("LANGEVIN_IMAGES_WEIGHTS", str(tmp_path / "none"))
+    out = tmp_path / "run"
+    argv = ["sample", "--model", "torchvision:resnet18", "--target", "1", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--weights PATH" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -1,8 +1,9 @@
-"""The ``langevin-images`` command. One subcommand per job, one module per subcommand (each an
-``add_parsers(sub)`` and the function it runs); each job writes into ``--out``.
+"""Sample images from pretrained classifiers with Langevin dynamics, and diagnose the runs.
 
-Jobs: ``demo`` (the main job: class-conditional MNIST with its diagnostics), ``sample``,
-``diagnose``, ``visualize`` (activation maximization) and ``dream`` (DeepDream).
+One subcommand per job, one module per subcommand (each an ``add_parsers(sub)`` and the
+function it runs); each job writes into ``--out``. Jobs: ``demo`` (the main job:
+class-conditional MNIST with its diagnostics), ``sample``, ``diagnose``, ``visualize``
+(activation maximization), ``dream`` (DeepDream) and ``models`` (the zoo, layers, classes).
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback), 130 when
 interrupted (Ctrl-C or SIGTERM: the run folder says where it stopped and ``--resume`` continues
@@ -11,20 +12,24 @@ it), 1 on an internal error (with the traceback).
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 import traceback
 
-from . import diagnose, dream, sample, visualize
+from . import diagnose, dream, models, sample, visualize
 from .common import BadInput, Parser, set_threads
 
 __all__ = ["main"]
 
 
 def build_parser() -> Parser:
+    from .. import __version__
+
     parser = Parser(prog="langevin-images", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"langevin-images {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (sample, diagnose, visualize, dream):
+    for module in (sample, diagnose, visualize, dream, models):
         module.add_parsers(sub)
     return parser
 
@@ -41,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM stops a job as Ctrl-C does (sampling stops between two steps, see samplers.driver)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help and --version print, then exit 0
+            return int(done.code or 0)
         args.argv = argv
         set_threads(args)
         return int(args.func(args) or 0)
@@ -51,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("langevin-images: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            traceback.print_exc()
+            print("langevin-images: internal error (the traceback above says where)",
+                  file=sys.stderr)  # fmt: skip
+            return 1
+        notes = "; ".join(getattr(err, "__notes__", []))
+        print(f"langevin-images: error: {err.strerror} writing {err.filename or 'the outputs'}"
+              + (f"; {notes}" if notes else ""), file=sys.stderr)  # fmt: skip
+        return 1
     except Exception:
         traceback.print_exc()
         print("langevin-images: internal error (the traceback above says where)", file=sys.stderr)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["BadInput", "Parser", "add_common", "add_sampling", "device", "load_model", "say"]
@@ -17,11 +19,12 @@ class BadInput(Exception):
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        raise BadInput(f"{self.prog}: {message}")
+        # main() prints "langevin-images: error: ..."; the subcommand's prog would repeat it
+        raise BadInput(message)
 
 
-def number(cast: type, *, positive: bool):
-    """An argparse type: an int or a finite float, ``> 0`` or ``>= 0``."""
+def number(cast: type, *, positive: bool, below: int | None = None):
+    """An argparse type: an int or a finite float, ``> 0`` or ``>= 0`` (and ``< below``)."""
     what = "a whole number" if cast is int else "a number"
     bound = "> 0" if positive else ">= 0"
 
@@ -32,6 +35,8 @@ def number(cast: type, *, positive: bool):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be < {below}, got {text}")
         return value
 
     parse.__name__ = f"{'positive' if positive else 'non-negative'} {cast.__name__}"
@@ -42,6 +47,7 @@ positive_int = number(int, positive=True)
 nonneg_int = number(int, positive=False)
 positive_float = number(float, positive=True)
 nonneg_float = number(float, positive=False)
+seed_int = number(int, positive=False, below=2**63)  # seed + k stays a 64-bit integer
 
 
 def prior(text: str) -> str:
@@ -71,11 +77,11 @@ def device(args):
         raise BadInput(str(err)) from None
 
 
-def load_model(name: str, device=None):
+def load_model(name: str, device=None, weights: str | None = None):
     from ..models import load_model as load
 
     try:
-        model = load(name)
+        model = load(name, weights=weights)
     except (ValueError, FileNotFoundError) as err:
         raise BadInput(str(err).splitlines()[0]) from None
     return model if device is None else model.to(device)
@@ -92,6 +98,18 @@ def out_dir(args, *, resume: bool = False) -> Path:
         raise BadInput(str(err)) from None
 
 
+@contextmanager
+def output_folder(args):
+    """``out_dir(args)`` for a job that writes its outputs at the end: removed again if the job
+    fails or is interrupted before it finishes, so no empty or half-written folder is left."""
+    out = out_dir(args)
+    try:
+        yield out
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def set_threads(args) -> None:
     if getattr(args, "threads", None):
         import torch
@@ -103,7 +121,7 @@ def add_common(p: argparse.ArgumentParser, *, out: str) -> None:
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument("--force", action="store_true",
                    help="replace the run already in --out (refused without it)")  # fmt: skip
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="0 <= SEED < 2**63")
     p.add_argument("--quiet", action="store_true", help="no progress bars or chatter")
     p.add_argument(
         "--device", default="auto", help="cpu, cuda, cuda:N or auto (a CUDA GPU if there is one)"
@@ -113,6 +131,8 @@ def add_common(p: argparse.ArgumentParser, *, out: str) -> None:
     )
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch CPU threads (default: all; 1 beside other jobs)")  # fmt: skip
+    p.add_argument("--weights", default=None, metavar="PATH",
+                   help="the model's weights file (torchvision ones need it offline)")  # fmt: skip
 
 
 def add_sampling(p: argparse.ArgumentParser, *, steps: int, warmup: int, chains: int,
@@ -131,35 +151,112 @@ def add_sampling(p: argparse.ArgumentParser, *, steps: int, warmup: int, chains:
                    help="continue the killed or interrupted run in RUN_FOLDER")  # fmt: skip
 
 
-def check_layers(model, layers: list[str]) -> None:
+def _layer_hint(name: str) -> str:
+    return f"`langevin-images models {name} --layers` lists them"
+
+
+def check_input(model, side: int, *, what: str, name: str) -> None:
+    """Refuse a side the model cannot take (one line, with the smallest it can)."""
+    from ..runs import check_input_side
+
+    try:
+        check_input_side(model, side, what=what, name=name)
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
+def check_memory(model, size: tuple[int, int], chains: int, device, *, what: str) -> None:
+    from ..runs import check_memory as check
+
+    try:
+        check(model, size, chains, device, what=what)
+    except ValueError as err:
+        raise BadInput(str(err)) from None
+
+
+def check_layers(model, layers: list[str], *, name: str, side: int, what: str) -> dict:
+    """Each of ``layers`` exists and runs in the forward pass of a ``side`` px image: the output
+    shape of each; else one line naming what is wrong (close names, a container's parts, or
+    the smallest side on which the layers run)."""
     from ..energies import resolve_layers
+    from ..models.probe import probe, smallest_side
 
     try:
         resolve_layers(model, layers)
     except (ValueError, KeyError) as err:
-        raise BadInput(str(err).splitlines()[0]) from None
+        raise BadInput(f"{str(err).splitlines()[0]} ({_layer_hint(name)})") from None
+    p = probe(model, min(side, 256))
+    missing = [layer for layer in layers if layer not in p.shapes]
+    if missing and not p.ok:  # the pass failed before it reached them: the image is too small
+        smallest = smallest_side(model, layers=layers)
+        raise BadInput(
+            f"{what} is too small for layer(s) {', '.join(missing)} of {name}: they need at "
+            f"least {smallest} px a side"
+        )
+    for layer in missing:
+        parts = [n for n in p.shapes if n.rpartition(".")[0] == layer]
+        shown = ", ".join(parts[:3]) + (f", ..., {parts[-1]}" if len(parts) > 3 else "")
+        raise BadInput(
+            f"--layer {layer}: a container that the forward pass never calls as a whole; "
+            + (f"give one of its parts ({shown})" if parts else _layer_hint(name))
+        )
+    return {layer: p.shapes[layer] for layer in layers}
 
 
-def read_image(spec: str, size: int | None):
-    from ..datasets import PHOTOS, load_photo
+MAX_ASPECT = 20  # longer side over shorter side: beyond this an image is a strip, not a photo
+
+
+def read_image(spec: str, size: int | None, *, option: str = "--image"):
+    """A bundled photo or an image file as ``(1, 3, H, W)`` in [0, 1]: 8- and 16-bit, grey,
+    palette and alpha images alike; ``size`` the shorter side (None: the file's own size)."""
+    from ..datasets import PHOTOS, load_photo, resize_image
 
     if spec in PHOTOS:
         return load_photo(spec, size)
     path = Path(spec)
-    if not path.exists():
-        raise BadInput(f"no image {spec!r}: give a file or one of {', '.join(PHOTOS)}")
+    if not path.is_file():
+        raise BadInput(f"{option} {spec}: no such file; give a file or one of {', '.join(PHOTOS)}")
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
 
-    from ..datasets import resize_image
-
     try:
-        img = Image.open(path).convert("RGB")
+        with Image.open(path) as img:
+            img.load()
+            w, h = img.size
+            if max(w, h) > MAX_ASPECT * min(w, h):
+                raise BadInput(
+                    f"{option} {spec}: {w}x{h} px is a strip, not a photo (sides more than "
+                    f"{MAX_ASPECT}:1); crop it first"
+                )
+            x = _as_float_rgb(img, np)
+    except Image.DecompressionBombError:
+        raise BadInput(
+            f"{option} {spec}: larger than PIL's limit of {Image.MAX_IMAGE_PIXELS * 2 / 1e6:.0f} "
+            "Mpx (a decompression bomb guard); shrink it first"
+        ) from None
     except (UnidentifiedImageError, OSError):
-        raise BadInput(f"{spec}: not an image file PIL can read") from None
-    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None] / 255.0
-    return resize_image(x, size)
+        raise BadInput(f"{option} {spec}: not an image file PIL can read") from None
+    return resize_image(torch.from_numpy(x).permute(2, 0, 1)[None], size)
+
+
+def _as_float_rgb(img, np):
+    """``(H, W, 3)`` float32 in [0, 1], by the bit depth of the image's mode (PIL's own
+    ``convert("RGB")`` clips 16-bit values to 255, which turns a 16-bit photo white)."""
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img, dtype=np.float64)
+        a = a / 65535.0 if mode.startswith("I;16") or a.max() > 255 else a / 255.0
+    elif mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = a / 255.0 if a.max() > 1 else a
+    else:
+        rgba = img.convert("RGBA")
+        a = np.asarray(rgba, dtype=np.float64) / 255.0
+        alpha = a[..., 3:]
+        return (a[..., :3] * alpha + (1 - alpha)).astype(np.float32)  # on white
+    a = np.clip(a, 0, 1)
+    return np.repeat(a[..., None], 3, axis=2).astype(np.float32)
 
 
 def argv_given(argv: list[str], parser: argparse.ArgumentParser) -> set[str]:

@@ -11,11 +11,12 @@ from .common import (
     BadInput,
     add_common,
     check_layers,
+    check_memory,
     device,
     load_model,
     nonneg_float,
     nonneg_int,
-    out_dir,
+    output_folder,
     positive_float,
     positive_int,
     read_image,
@@ -26,18 +27,32 @@ __all__ = ["add_parsers"]
 
 
 def _dream(args: argparse.Namespace) -> None:
+    from ..apps.dream import octave_sizes
+    from ..datasets import PHOTOS
+
+    where = device(args)
+    model = load_model(args.model, where, args.weights)
+    size = args.size if args.size is not None or args.image not in PHOTOS else 192
+    image = read_image(args.image, size)
+    h, w = image.shape[-2:]
+    guide = read_image(args.guide, (h, w), option="--guide") if args.guide else None
+    if getattr(model, "input_channels", 3) == 1:
+        image = image.mean(1, keepdim=True)
+        guide = guide.mean(1, keepdim=True) if guide is not None else None
+    smallest = octave_sizes((h, w), args.octaves, args.octave_scale)[0]
+    what = (f"the smallest of {args.octaves} octaves of the {w}x{h} px image "
+            f"({smallest[1]}x{smallest[0]} px)")  # fmt: skip
+    check_layers(model, args.layer, name=args.model, side=min(smallest), what=what)
+    check_memory(model, (h, w), args.chains, where, what=f"{args.chains} dream(s)")
+    with output_folder(args) as out:
+        _run(args, model, image, guide, out)
+
+
+def _run(args, model, image, guide, out) -> None:
     from ..apps import dream
     from ..diagnostics import mean_pairwise_distance
     from ..diagnostics.plots import image_grid
 
-    out = out_dir(args)
-    model = load_model(args.model, device(args))
-    check_layers(model, args.layer)
-    image = read_image(args.image, args.size)
-    guide = read_image(args.guide, args.size) if args.guide else None
-    if getattr(model, "input_channels", 3) == 1:
-        image = image.mean(1, keepdim=True)
-        guide = guide.mean(1, keepdim=True) if guide is not None else None
     say(args, f"dream: {args.model} {args.layer} on {args.image} {tuple(image.shape[-2:])}")
     t0 = time.perf_counter()
     try:
@@ -50,8 +65,11 @@ def _dream(args: argparse.Namespace) -> None:
     except ValueError as err:  # dream() validates its input before any step
         raise BadInput(str(err).splitlines()[0]) from None
     seconds = time.perf_counter() - t0
-    save_png(image_grid(d.images[:, None].cpu().numpy()), out / "dream.png")
-    save_png(image_grid(image[None].numpy()), out / "input.png")
+    # at the photo's own size: no frame
+    save_png(image_grid(d.images[:1, None].cpu().numpy(), padding=0), out / "dream.png")
+    save_png(image_grid(image[None].cpu().numpy(), padding=0), out / "input.png")
+    if args.chains > 1:
+        save_png(image_grid(d.images[:, None].cpu().numpy()), out / "dreams.png")
     trees, table = {}, []
     for k, (size, run) in enumerate(zip(d.sizes, d.runs, strict=True)):
         trees[f"octave_{k}"] = run.to_datatree(projections=0)
@@ -86,7 +104,8 @@ def add_parsers(sub) -> None:
         "--layer", action="append", required=True, help="named_modules() path (repeatable)"
     )
     r.add_argument("--guide", default=None, help="guide image: match its features")
-    r.add_argument("--size", type=positive_int, default=192, help="shorter side of the photo")
+    r.add_argument("--size", type=positive_int, default=None,
+                   help="shorter side (default: a file's own; 192 for bundled photos)")  # fmt: skip
     r.add_argument("--octaves", type=positive_int, default=4)
     r.add_argument("--octave-scale", type=positive_float, default=1.4)
     r.add_argument("--steps", type=positive_int, default=10, help="steps per octave")

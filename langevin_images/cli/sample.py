@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from .common import (
     BadInput,
@@ -27,7 +28,7 @@ SPEC_FIELDS = {
     "step_size": "step_size", "temperature": "temperature", "precondition": "precondition",
     "chains": "chains", "steps": "steps", "warmup": "warmup", "thin": "thin", "seed": "seed",
     "size": "size", "device": "device", "tf32": "tf32", "threads": "threads",
-    "checkpoint_every": "checkpoint_every",
+    "checkpoint_every": "checkpoint_every", "weights": "weights",
 }  # fmt: skip
 
 
@@ -37,6 +38,17 @@ def spec_from_args(args, job: str):
     eps = (args.eps1, args.eps2, args.eps3)
     if any(e is not None for e in eps) and any(e is None for e in eps):
         raise BadInput("give all three of --eps1, --eps2, --eps3, or none")
+    given = argv_given(args.argv, args.parser)
+    if eps[0] is not None:
+        clash = [f"--{d.replace('_', '-')}" for d in ("step_size", "temperature",
+                 "likelihood_weight") if d in given]  # fmt: skip
+        if clash:
+            raise BadInput(
+                f"--eps1/2/3 set the step size, temperature and likelihood weight: drop "
+                f"{', '.join(clash)}"
+            )
+    if args.method == "descent" and "temperature" in given:
+        raise BadInput("--method descent runs at temperature 0: drop --temperature")
     fields = {f: getattr(args, dest) for dest, f in SPEC_FIELDS.items()}
     fields["targets"] = tuple(fields["targets"] or ())
     fields["priors"] = tuple(fields["priors"] or ())
@@ -71,6 +83,11 @@ def _run(args, *, job: str) -> int:
             )  # fmt: skip
     except (ValueError, runs.RunFolderError) as err:
         raise BadInput(str(err).splitlines()[0]) from None
+    except OSError as err:  # a full disk: main() prints it in one line
+        if (Path(args.resume or args.out) / runs.RECORD).exists():
+            err.add_note(f"free space, then continue: langevin-images {job} --resume "
+                         f"{args.resume or args.out}")  # fmt: skip
+        raise
     out = result.out
     if result.interrupted:
         c = result.card
@@ -81,13 +98,13 @@ def _run(args, *, job: str) -> int:
             flush=True,
         )
         return 130
-    if result.verdict is not None:
-        first = str(result.verdict).splitlines()[0]
-        say(args, f"{job}: {first}", f"{job}: wrote {out}/ ({', '.join(result.card['outputs'])})")
-    else:
-        say(args, f"{job}: no draws were kept; wrote {out}/run.json, run.nc and the record")
-    if job == "demo" and result.verdict is not None:
+    if result.verdict is None:
+        print(f"{job}: no draws were kept; wrote {out}/run.json, run.nc and the record")
+    elif job == "demo":
         _print_demo(args, result)
+    else:  # the result, printed even with --quiet
+        first = str(result.verdict).splitlines()[0]
+        print(f"{job}: {first}\n{job}: wrote {out}/ ({', '.join(result.card['outputs'])})")
     return 0
 
 

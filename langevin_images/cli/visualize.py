@@ -11,11 +11,12 @@ from .common import (
     BadInput,
     add_common,
     check_layers,
+    check_memory,
     device,
     load_model,
     nonneg_float,
     nonneg_int,
-    out_dir,
+    output_folder,
     positive_float,
     positive_int,
     read_image,
@@ -26,24 +27,39 @@ __all__ = ["add_parsers"]
 
 
 def _visualize(args: argparse.Namespace) -> None:
+    where = device(args)
+    model = load_model(args.model, where, args.weights)
+    shapes = check_layers(model, args.layer, name=args.model, side=args.size,
+                          what=f"--size {args.size}")  # fmt: skip
+    init = read_image(args.init, (args.size,) * 2, option="--init") if args.init else None
+    chosen = {}
+    for layer in args.layer:
+        n = shapes[layer][0]
+        if args.channel:
+            bad = [c for c in args.channel if not 0 <= c < n]
+            if bad:
+                raise BadInput(f"--channel {bad[0]}: layer {layer} has channels 0..{n - 1}")
+            chosen[layer] = list(args.channel)
+        elif args.channels is not None and args.channels > n:
+            raise BadInput(f"--channels {args.channels}: layer {layer} has {n} channels")
+        else:
+            chosen[layer] = list(range(min(args.channels or 8, n)))
+    most = max(len(c) for c in chosen.values()) * (args.chains if args.temperature > 0 else 1)
+    check_memory(model, (args.size, args.size), most, where, what=f"{most} chains")
+    with output_folder(args) as out:
+        _run(args, model, chosen, init, out)
+
+
+def _run(args, model, chosen: dict, init, out) -> None:
     import torch
 
-    from ..apps import layer_channels, visualize, visualize_variety
+    from ..apps import visualize, visualize_variety
     from ..diagnostics.plots import image_grid
 
-    out = out_dir(args)
-    model = load_model(args.model, device(args))
-    check_layers(model, args.layer)
-    init = read_image(args.init, args.size) if args.init else None
     card_layers = {}
     rows, trees, table, configs = [], {}, [], {}
     t0 = time.perf_counter()
-    for layer in args.layer:
-        n = layer_channels(model, layer, channels=getattr(model, "input_channels", 3))
-        channels = args.channel or list(range(min(args.channels, n)))
-        bad = [c for c in channels if not 0 <= c < n]
-        if bad:
-            raise BadInput(f"channel {bad[0]} out of range: layer {layer!r} has {n} channels")
+    for layer, channels in chosen.items():
         say(args, f"visualize: {layer}, channels {channels}")
         vis = visualize(
             model, layer, channels, size=args.size, steps=args.steps, step_size=args.step_size,
@@ -94,7 +110,8 @@ def add_parsers(sub) -> None:
     v.add_argument(
         "--layer", action="append", required=True, help="named_modules() path (repeatable)"
     )
-    v.add_argument("--channels", type=positive_int, default=8, help="the first N channels")
+    v.add_argument("--channels", type=positive_int, default=None,
+                   help="the first N channels (default 8, or all of a smaller layer)")  # fmt: skip
     v.add_argument("--channel", type=nonneg_int, action="append", help="a channel (repeatable)")
     v.add_argument("--size", type=positive_int, default=96)
     v.add_argument("--steps", type=positive_int, default=128)

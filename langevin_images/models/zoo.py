@@ -222,7 +222,7 @@ def _torchvision(arch: str, path: Path | None = None) -> ZooModel:
             raise FileNotFoundError(
                 f"torchvision:{arch}: no weights file; offline, nothing is downloaded. Put "
                 f"{Path(default.url).name} in {hub.parent} (or in $LANGEVIN_IMAGES_WEIGHTS), "
-                f"or pass weights=PATH"
+                f"or give the file: --weights PATH (load_model(..., weights=PATH) in Python)"
             )
     net = torchvision.models.get_model(arch, weights=None)
     _load_into(net, _load_state(path, f"torchvision:{arch}"), path, f"torchvision:{arch}")
