@@ -259,3 +259,18 @@ def test_float32_and_float64_agree_within_monte_carlo_error():
                         schedule="dual_averaging", progress=False, seed=11)  # fmt: skip
         assert run.samples.dtype == dtype
         assert_moments(run.samples.double().numpy(), np.zeros(2), cov.diagonal().numpy())
+
+
+def test_run_specs_refuse_options_that_would_be_ignored():
+    from langevin_images.runs import RunSpec
+
+    with pytest.raises(ValueError, match="do not give step_size too"):
+        RunSpec(three_epsilons=(0.1, 0.1, 0.1), step_size=0.5)
+    with pytest.raises(ValueError, match="temperature 5 would be ignored"):
+        RunSpec(method="descent", temperature=5.0)
+    with pytest.raises(ValueError, match=re.escape("[0, 2**63)")):
+        RunSpec(seed=2**63)
+    spec = RunSpec(three_epsilons=(0.1, 0.1, 0.1), method="descent")  # defaults are not clashes
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    assert "weights" not in RunSpec().to_dict()  # unset: absent, so older specs keep their hash
+    assert RunSpec(weights="w.pth").to_dict()["weights"] == "w.pth"
