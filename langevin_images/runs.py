@@ -234,20 +234,25 @@ def resolve_device(name: str, *, tf32: bool = False) -> torch.device:
     return device
 
 
-def check_input_side(model, side: int, *, what: str, name: str = "the model") -> None:
-    """Refuse (ValueError, one line) an input side the model's layers cannot take; sides over
-    256 px are taken as fine (kernels only outgrow small inputs)."""
+def check_input_side(
+    model, side: int, *, what: str, name: str = "the model", layers: Sequence[str] = ()
+) -> dict[str, tuple[int, ...]]:
+    """Refuse (ValueError, one line) an input side the model's layers cannot take, or with
+    ``layers``, on which those layers do not all run before the pass fails; sides over 256 px
+    are probed at 256 (kernels only outgrow small inputs). The output shape of every module
+    that ran."""
     from .models.probe import probe, smallest_side
 
-    if side > 256 or probe(model, side).ok:
-        return
-    smallest = smallest_side(model)
+    p = probe(model, min(side, 256))
+    if p.ok or (layers and all(layer in p.shapes for layer in layers)):
+        return p.shapes
+    smallest = smallest_side(model, layers=layers or None)
     fixed = getattr(model, "input_size", None)
     if smallest is None and fixed:
         raise ValueError(f"{what}: {name} takes only {fixed[0]}x{fixed[1]} px images")
-    raise ValueError(
-        f"{what} is too small for {name}: its layers need at least {smallest} px a side"
-    )
+    needs = f"layer(s) {', '.join(layers)} of {name}: they need" if layers else (
+        f"{name}: its layers need")  # fmt: skip
+    raise ValueError(f"{what} is too small for {needs} at least {smallest} px a side")
 
 
 def check_memory(
@@ -324,6 +329,7 @@ def build(spec: RunSpec) -> Built:
     channels = getattr(model, "input_channels", 3)
     size = 28 if spec.model in MNIST_MODELS else spec.size
     shape = (channels, size, size)
+    thin = spec.thin or max(1, spec.steps // 40)
     if spec.thin is not None and spec.thin > spec.steps:
         raise ValueError(
             f"--thin {spec.thin} keeps no draw of --steps {spec.steps}: give --thin <= --steps"
@@ -337,7 +343,7 @@ def build(spec: RunSpec) -> Built:
     check_input_side(model, size, what=f"--size {size}", name=spec.model)
     check_memory(
         model, (size, size), len(targets) * spec.chains, device,
-        draws=spec.steps // (spec.thin or max(1, spec.steps // 40)),
+        draws=spec.steps // thin,
         steps=spec.warmup + spec.steps, what=f"{len(targets) * spec.chains} chains",
     )  # fmt: skip
     priors = list(spec.priors) or (["fitted=1"] if spec.model in MNIST_MODELS else ["stationary=1"])
@@ -383,7 +389,7 @@ def build(spec: RunSpec) -> Built:
         "temperature": temperature if temperature > 0 else 1.0,
         "preconditioner": precond,
         "bounds": prior.bounds,
-        "thin": spec.thin or max(1, spec.steps // 40),
+        "thin": thin,
         "seed": spec.seed,
     }
     parameters = eps_card or {

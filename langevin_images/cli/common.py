@@ -155,16 +155,6 @@ def _layer_hint(name: str) -> str:
     return f"`langevin-images models {name} --layers` lists them"
 
 
-def check_input(model, side: int, *, what: str, name: str) -> None:
-    """Refuse a side the model cannot take (one line, with the smallest it can)."""
-    from ..runs import check_input_side
-
-    try:
-        check_input_side(model, side, what=what, name=name)
-    except ValueError as err:
-        raise BadInput(str(err)) from None
-
-
 def check_memory(model, size: tuple[int, int], chains: int, device, *, what: str) -> None:
     from ..runs import check_memory as check
 
@@ -179,28 +169,23 @@ def check_layers(model, layers: list[str], *, name: str, side: int, what: str) -
     shape of each; else one line naming what is wrong (close names, a container's parts, or
     the smallest side on which the layers run)."""
     from ..energies import resolve_layers
-    from ..models.probe import probe, smallest_side
+    from ..runs import check_input_side
 
     try:
         resolve_layers(model, layers)
+        shapes = check_input_side(model, side, what=what, name=name, layers=layers)
     except (ValueError, KeyError) as err:
-        raise BadInput(f"{str(err).splitlines()[0]} ({_layer_hint(name)})") from None
-    p = probe(model, min(side, 256))
-    missing = [layer for layer in layers if layer not in p.shapes]
-    if missing and not p.ok:  # the pass failed before it reached them: the image is too small
-        smallest = smallest_side(model, layers=layers)
-        raise BadInput(
-            f"{what} is too small for layer(s) {', '.join(missing)} of {name}: they need at "
-            f"least {smallest} px a side"
-        )
-    for layer in missing:
-        parts = [n for n in p.shapes if n.rpartition(".")[0] == layer]
-        shown = ", ".join(parts[:3]) + (f", ..., {parts[-1]}" if len(parts) > 3 else "")
-        raise BadInput(
-            f"--layer {layer}: a container that the forward pass never calls as a whole; "
-            + (f"give one of its parts ({shown})" if parts else _layer_hint(name))
-        )
-    return {layer: p.shapes[layer] for layer in layers}
+        hint = f" ({_layer_hint(name)})" if "unknown layer" in str(err) else ""
+        raise BadInput(str(err).splitlines()[0] + hint) from None
+    for layer in layers:  # the pass ran to its end without calling it: a container
+        if layer not in shapes:
+            parts = [n for n in shapes if n.rpartition(".")[0] == layer]
+            shown = ", ".join(parts[:3]) + (f", ..., {parts[-1]}" if len(parts) > 3 else "")
+            raise BadInput(
+                f"--layer {layer}: a container that the forward pass never calls as a whole; "
+                + (f"give one of its parts ({shown})" if parts else _layer_hint(name))
+            )
+    return {layer: shapes[layer] for layer in layers}
 
 
 MAX_ASPECT = 20  # longer side over shorter side: beyond this an image is a strip, not a photo
