@@ -7,7 +7,8 @@ class-conditional MNIST with its diagnostics), ``sample``, ``diagnose``, ``visua
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback), 130 when
 interrupted (Ctrl-C or SIGTERM: the run folder says where it stopped and ``--resume`` continues
-it), 1 on an internal error (with the traceback).
+it), 1 on a full disk (one line: the record keeps its last complete block) or on an internal
+error (with the traceback).
 """
 
 from __future__ import annotations
@@ -59,17 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("langevin-images: interrupted", file=sys.stderr)
         return 130
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-            traceback.print_exc()
-            print("langevin-images: internal error (the traceback above says where)",
-                  file=sys.stderr)  # fmt: skip
+    except Exception as err:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            notes = "; ".join(getattr(err, "__notes__", []))
+            print(f"langevin-images: error: {err.strerror} writing {err.filename or 'the outputs'}"
+                  + (f"; {notes}" if notes else ""), file=sys.stderr)  # fmt: skip
             return 1
-        notes = "; ".join(getattr(err, "__notes__", []))
-        print(f"langevin-images: error: {err.strerror} writing {err.filename or 'the outputs'}"
-              + (f"; {notes}" if notes else ""), file=sys.stderr)  # fmt: skip
-        return 1
-    except Exception:
         traceback.print_exc()
         print("langevin-images: internal error (the traceback above says where)", file=sys.stderr)
         return 1
