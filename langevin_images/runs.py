@@ -114,7 +114,9 @@ class RunSpec:
                 f"method descent runs at temperature 0; temperature {self.temperature:g} would "
                 "be ignored: drop it, or use mala or ula"
             )
-        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**63):
+        from .samplers.driver import SEED_LIMIT
+
+        if not (isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT):
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..samplers.driver import SEED_LIMIT
+
 __all__ = ["BadInput", "Parser", "add_common", "add_sampling", "device", "load_model", "say"]
 
 
@@ -47,7 +49,7 @@ positive_int = number(int, positive=True)
 nonneg_int = number(int, positive=False)
 positive_float = number(float, positive=True)
 nonneg_float = number(float, positive=False)
-seed_int = number(int, positive=False, below=2**63)  # seed + k stays a 64-bit integer
+seed_int = number(int, positive=False, below=SEED_LIMIT)
 
 
 def prior(text: str) -> str:

@@ -31,9 +31,10 @@ from . import kernel
 from .constraints import Box
 from .kernels import KERNELS, build_kernel, with_transform
 
-__all__ = ["METHODS", "DivergenceError", "Run", "describe", "resume", "sample"]
+__all__ = ["METHODS", "SEED_LIMIT", "DivergenceError", "Run", "describe", "resume", "sample"]
 
 METHODS = ("mala", "ula", "descent")  # the built-in kernels; KERNELS has every registered one
+SEED_LIMIT = 2**63  # seeds are in [0, SEED_LIMIT): a seed plus a small offset stays an int64
 
 
 class DivergenceError(RuntimeError):
@@ -357,7 +358,7 @@ def sample(
         generator = seed
     else:
         seed = _check_int("seed", seed, 0)
-        if seed >= 2**63:
+        if seed >= SEED_LIMIT:
             raise ValueError(f"seed must be < 2**63, got {seed}")
         generator = torch.Generator(device=device).manual_seed(seed)
     config = {
@@ -619,14 +620,14 @@ def _drive(
                     else ""
                 )
             )
+        else:
+            err.add_note(f"the {recorder.completed} steps done so far are in its .run attribute")
+        err.run = run  # what was recorded, as DivergenceError.run has it
         try:
             recorder.close(attrs={"grad_evals": loop.grad_evals, "error": repr(err)})
         except OSError as close_err:  # a full disk fails the last flush too: the blocks
             # written before stay readable, since a block's attrs are written after its data
             err.add_note(f"the last steps could not be written ({close_err})")
-        err.run = run  # what was recorded, as DivergenceError.run has it
-        if not isinstance(recorder, ZarrRecorder):
-            err.add_note(f"the {recorder.completed} steps done so far are in its .run attribute")
         raise
     finally:
         bar.close()
