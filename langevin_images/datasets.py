@@ -17,6 +17,7 @@ import torch
 
 __all__ = [
     "PHOTOS",
+    "STYLES",
     "load_mnist",
     "load_photo",
     "mnist_dir",
@@ -81,17 +82,29 @@ def load_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+# Style images and textures in scikit-image (name: the skimage.data function, licence):
+STYLES = {
+    "hubble": ("hubble_deep_field", "NASA, public domain"),
+    "ihc": ("immunohistochemistry", "CMMI, no known copyright restrictions"),
+    "brick": ("brick", "CC0 (cc0textures.com Bricks25), grey"),
+    "grass": ("grass", "CC0 (DeviantArt linolafett Grass-01), grey"),
+    "gravel": ("gravel", "CC0 (cc0textures.com Gravel04), grey"),
+}
 
 
 def load_photo(name: str, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """A photo bundled with scikit-image (``astronaut``, ``rocket``: public domain;
-    ``chelsea``, ``coffee``: CC0) as a ``(1, 3, H, W)`` float tensor in [0, 1], optionally
-    resized (``size`` the shorter side, or ``(H, W)``), antialiased."""
+    ``chelsea``, ``coffee``: CC0) or one of its style images and textures (``STYLES``) as a
+    ``(1, 3, H, W)`` float tensor in [0, 1], optionally resized (``size`` the shorter side, or
+    ``(H, W)``), antialiased."""
     import skimage.data
 
-    if name not in PHOTOS:
-        raise ValueError(f"unknown photo {name!r}: one of {', '.join(PHOTOS)}")
-    img = torch.from_numpy(getattr(skimage.data, name)()).permute(2, 0, 1)[None].float() / 255
+    if name not in PHOTOS and name not in STYLES:
+        raise ValueError(f"unknown photo {name!r}: one of {', '.join((*PHOTOS, *STYLES))}")
+    array = getattr(skimage.data, STYLES[name][0] if name in STYLES else name)()
+    if array.ndim == 2:  # the grey textures
+        array = np.repeat(array[..., None], 3, axis=2)
+    img = torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255
     return resize_image(img, size)
 
 

@@ -196,13 +196,14 @@ MAX_ASPECT = 20  # longer side over shorter side: beyond this an image is a stri
 def read_image(spec: str, size: int | None, *, option: str = "--image"):
     """A bundled photo or an image file as ``(1, 3, H, W)`` in [0, 1]: 8- and 16-bit, grey,
     palette and alpha images alike; ``size`` the shorter side (None: the file's own size)."""
-    from ..datasets import PHOTOS, load_photo, resize_image
+    from ..datasets import PHOTOS, STYLES, load_photo, resize_image
 
-    if spec in PHOTOS:
+    if spec in PHOTOS or spec in STYLES:
         return load_photo(spec, size)
     path = Path(spec)
     if not path.is_file():
-        raise BadInput(f"{option} {spec}: no such file; give a file or one of {', '.join(PHOTOS)}")
+        names = ", ".join((*PHOTOS, *STYLES))
+        raise BadInput(f"{option} {spec}: no such file; give a file or one of {names}")
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError

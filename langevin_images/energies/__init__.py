@@ -18,7 +18,16 @@ from .priors import (
     total_variation,
 )
 from .registry import PRIORS, BuiltPrior, build_prior, parse_prior
-from .style import AdaINStatsEnergy, ContentEnergy, StyleEnergy, channel_stats, gram
+from .style import (
+    AdaINStatsEnergy,
+    ContentEnergy,
+    FeatureTerm,
+    StyleEnergy,
+    channel_stats,
+    content_loss,
+    gram,
+    style_loss,
+)
 from .transforms import RandomAffine, RandomRoll, Transformed
 
 __all__ = [
@@ -33,6 +42,7 @@ __all__ = [
     "DreamEnergy",
     "Energy",
     "FeatureHooks",
+    "FeatureTerm",
     "FittedGaussianPrior",
     "GaussianPrior",
     "RandomAffine",
@@ -51,11 +61,13 @@ __all__ = [
     "check_images",
     "class_index",
     "class_nll",
+    "content_loss",
     "gaussian_blur",
     "gaussian_energy",
     "gram",
     "guided_objective",
     "parse_prior",
     "resolve_layers",
+    "style_loss",
     "total_variation",
 ]

@@ -108,7 +108,9 @@ class Scaled(Energy):
         self.name = inner.name
 
     def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        total, terms = self.inner.evaluate(x)
+        return self.scale(*self.inner.evaluate(x))
+
+    def scale(self, total: Tensor, terms: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return self.weight * total, {
             k: v if k.startswith(SUMMARY_PREFIX) else self.weight * v for k, v in terms.items()
         }
@@ -123,8 +125,29 @@ class Scaled(Energy):
         return f"{self.weight:g} * {self.inner!r}"
 
 
+def _feature_term(e):
+    """The feature-reading energy under any scalings of ``e`` (see ``style.FeatureTerm``), or
+    None."""
+    while isinstance(e, Scaled):
+        e = e.inner
+    return e if callable(getattr(e, "from_features", None)) else None
+
+
+def _evaluate_shared(e: Energy, x: Tensor, shared: dict) -> tuple[Tensor, dict[str, Tensor]]:
+    if isinstance(e, Scaled):
+        return e.scale(*_evaluate_shared(e.inner, x, shared))
+    term = _feature_term(e)
+    if term is not None and id(term.feature_model) in shared:
+        value = term.from_features(shared[id(term.feature_model)], x)
+        return value, {term.name: value}
+    return e.evaluate(x)
+
+
 class Sum(Energy):
-    """A sum of energies; terms with the same name get suffixes ``_2``, ``_3``, ..."""
+    """A sum of energies; terms with the same name get suffixes ``_2``, ``_3``, ...
+
+    Terms that read features of the same model (content, style, ...) share one forward pass
+    over the union of their layers instead of one pass each."""
 
     name = "sum"
 
@@ -133,11 +156,26 @@ class Sum(Energy):
             raise ValueError("an energy sum needs at least one term")
         self.parts = list(parts)
 
+    def _shared_features(self, x: Tensor) -> dict[int, dict[str, Tensor]]:
+        by_model: dict[int, list] = {}
+        for part in self.parts:
+            term = _feature_term(part)
+            if term is not None:
+                by_model.setdefault(id(term.feature_model), []).append(term)
+        shared = {}
+        for key, terms in by_model.items():
+            if len(terms) > 1:
+                layers = list(dict.fromkeys(k for t in terms for k in t.layers))
+                terms[0].check(x)
+                shared[key] = terms[0].features(x, layers)
+        return shared
+
     def evaluate(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         total: Tensor | None = None
         terms: dict[str, Tensor] = {}
+        shared = self._shared_features(x)
         for part in self.parts:
-            value, sub = part.evaluate(x)
+            value, sub = _evaluate_shared(part, x, shared)
             total = value if total is None else total + value
             for k, v in sub.items():
                 key, i = k, 2

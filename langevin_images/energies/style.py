@@ -1,24 +1,62 @@
 """Style-transfer energies (Gatys et al. 2016; Huang & Belongie 2017): content, style, AdaIN.
 
-Feature targets are computed once, at construction, from the content or style image.
+Feature targets are computed once, at construction, from the content or style images.
+
+**Normalized units.** By default every layer's term is a relative squared error,
+``|a - b|^2 / |b|^2`` (content features, Gram matrices, channel statistics), and the layer
+weights are divided by their sum: an energy is then a weighted mean of relative errors, 0 at
+the target and about 1 for an unrelated image, whatever the image size, the layers chosen and
+their number of channels. A content weight 1 and a style weight 1 mean the same at 64 px and at
+512 px. ``normalize=False`` gives the plain sums of squares instead.
+
+**One forward pass.** These energies read features of a model through ``from_features``; in a
+sum (``content + style + tv``) the terms that read the same model share one hooked forward
+pass over the union of their layers (``Sum.evaluate``), stopped after the deepest of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import Energy, check_images
 from .features import capture, resolve_layers
 
-__all__ = ["AdaINStatsEnergy", "ContentEnergy", "StyleEnergy", "channel_stats", "gram"]
+__all__ = [
+    "AdaINStatsEnergy",
+    "ContentEnergy",
+    "FeatureTerm",
+    "StyleEnergy",
+    "channel_stats",
+    "content_loss",
+    "gram",
+    "style_loss",
+]
 
 
-def gram(f: Tensor) -> Tensor:
-    """``G = F F^T / (C H W)`` per image, for features ``(N, C, H, W)``."""
+def _resize_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """``mask`` ``(1 or N, 1, h, w)`` at the spatial size of the features ``like``."""
+    if mask.shape[-2:] == like.shape[-2:]:
+        return mask.to(like)
+    return F.interpolate(mask.to(like), size=like.shape[-2:], mode="bilinear", antialias=True)
+
+
+def gram(f: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``G = F F^T / (C H W)`` per image, for features ``(N, C, H, W)``.
+
+    With a ``mask`` ``(1 or N, 1, h, w)`` in [0, 1] (resized to the features), the Gram matrix
+    of the masked region: ``(F m)(F m)^T / (C sum m)``; 1 everywhere gives the plain one."""
     n, c = f.shape[:2]
-    flat = f.reshape(n, c, -1)
-    return flat @ flat.transpose(1, 2) / flat[0].numel()
+    if mask is None:
+        flat = f.reshape(n, c, -1)
+        return flat @ flat.transpose(1, 2) / flat[0].numel()
+    m = _resize_mask(mask, f).expand(n, 1, *f.shape[-2:])
+    flat = (f * m).reshape(n, c, -1)
+    area = m.reshape(n, -1).sum(1).clamp_min(1e-8)
+    return flat @ flat.transpose(1, 2) / (c * area)[:, None, None]
 
 
 def channel_stats(f: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
@@ -27,69 +65,187 @@ def channel_stats(f: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     return flat.mean(-1), torch.sqrt(flat.var(-1, unbiased=False) + eps)
 
 
-class _FeatureEnergy(Energy):
-    def __init__(
-        self, model: nn.Module, layers: list[str], image: Tensor, weights: list[float] | None = None
-    ):
-        check_images(image, channels=getattr(model, "input_channels", None), who=self.name)
-        resolve_layers(model, layers)
-        self.model, self.layers = model, list(layers)
-        self.weights = list(weights) if weights is not None else [1.0] * len(layers)
-        if len(self.weights) != len(self.layers):
-            raise ValueError("one weight per layer")
-        with torch.no_grad():
-            feats = self._features(image)
-        self.targets = {k: self.target_of(v).detach() for k, v in feats.items()}
+def _squared(a: Tensor, b: Tensor) -> Tensor:
+    return (a - b).square().reshape(a.shape[0], -1).sum(1)
 
-    def _features(self, x: Tensor) -> dict[str, Tensor]:
-        return capture(self.model, self.layers, x)
+
+def _relative(a: Tensor, b: Tensor) -> Tensor:
+    """``|a - b|^2 / |b|^2`` per image (``b`` is one target, broadcast)."""
+    return _squared(a, b) / b.square().sum().clamp_min(1e-30)
+
+
+def content_loss(features: Tensor, target: Tensor, *, normalize: bool = True) -> Tensor:
+    """The content term of one layer: relative squared error (or the mean squared error)."""
+    if normalize:
+        return _relative(features, target)
+    return (features - target).square().reshape(features.shape[0], -1).mean(1)
+
+
+def style_loss(g: Tensor, target: Tensor, *, normalize: bool = True) -> Tensor:
+    """The style term of one layer between Gram matrices: relative (or plain) squared error."""
+    return _relative(g, target) if normalize else _squared(g, target)
+
+
+class FeatureTerm(Energy):
+    """An energy that reads the outputs of ``layers`` of ``model`` (``feature_model``).
+
+    Subclasses implement ``from_features(features, x) -> (chains,)``; ``energy(x)`` runs one
+    forward pass for them alone, and a ``Sum`` runs one for all the terms on a model."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], weights=None, *, normalize=True):
+        if isinstance(layers, str):
+            layers = [layers]
+        if not layers:
+            raise ValueError(f"{self.name}: give at least one layer")
+        resolve_layers(model, list(layers))
+        self.model, self.layers, self.normalize = model, list(layers), bool(normalize)
+        weights = [1.0] * len(self.layers) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(self.layers):
+            raise ValueError(
+                f"{self.name}: {len(weights)} layer weight(s) for {len(self.layers)} layer(s)"
+            )
+        if any(w < 0 for w in weights) or not sum(weights) > 0:
+            raise ValueError(f"{self.name}: layer weights must be >= 0 and not all 0")
+        total = sum(weights) if normalize else 1.0
+        self.weights = [w / total for w in weights]
+
+    @property
+    def feature_model(self) -> nn.Module:
+        return self.model
+
+    def check(self, x: Tensor) -> None:
+        check_images(x, channels=getattr(self.model, "input_channels", None), who=self.name)
+
+    def features(self, images: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
+        return capture(self.model, list(layers or self.layers), images)
+
+    def from_features(self, features: dict[str, Tensor], x: Tensor) -> Tensor:
+        raise NotImplementedError
 
     def energy(self, x: Tensor) -> Tensor:
-        check_images(x, channels=getattr(self.model, "input_channels", None), who=self.name)
-        feats = self._features(x)
-        total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        self.check(x)
+        return self.from_features(self.features(x), x)
+
+    def _targets(self, images: Tensor, of) -> dict[str, Tensor]:
+        self.check(images)
+        with torch.no_grad():
+            return {k: of(k, v).detach() for k, v in self.features(images).items()}
+
+    def _sum(self, per_layer) -> Tensor:
+        total = None
         for w, k in zip(self.weights, self.layers, strict=True):
-            total = total + w * self.distance(self.target_of(feats[k]), self.targets[k].to(x))
+            term = w * per_layer(k)
+            total = term if total is None else total + term
         return total
 
 
-class ContentEnergy(_FeatureEnergy):
-    """``sum_l w_l |F_l(x) - F_l(x_c)|^2`` (mean over feature entries)."""
+class ContentEnergy(FeatureTerm):
+    """``sum_l w_l |F_l(x) - F_l(x_c)|^2 / |F_l(x_c)|^2`` (relative; see the module docstring).
+
+    With ``normalize=False``: ``sum_l w_l mean (F_l(x) - F_l(x_c))^2``."""
 
     name = "content"
 
-    def target_of(self, f: Tensor) -> Tensor:
-        return f
+    def __init__(self, model, layers, image: Tensor, weights=None, *, normalize: bool = True):
+        super().__init__(model, layers, weights, normalize=normalize)
+        self.targets = self._targets(image, lambda k, f: f)
 
-    def distance(self, a: Tensor, b: Tensor) -> Tensor:
-        if a.shape[1:] != b.shape[1:]:
-            raise ValueError(
-                f"content features {tuple(a.shape[1:])} vs target "
-                f"{tuple(b.shape[1:])}: the image and content sizes must match"
-            )
-        return (a - b).square().reshape(a.shape[0], -1).mean(1)
+    def from_features(self, features, x):
+        def term(k):
+            a, b = features[k], self.targets[k].to(x)
+            if a.shape[1:] != b.shape[1:]:
+                raise ValueError(
+                    f"content features {tuple(a.shape[1:])} vs target {tuple(b.shape[1:])}: "
+                    "the image and content sizes must match"
+                )
+            return content_loss(a, b, normalize=self.normalize)
+
+        return self._sum(term)
 
 
-class StyleEnergy(_FeatureEnergy):
-    """``sum_l w_l |G_l(x) - G_l(x_s)|^2`` with Gram matrices ``G = F F^T / (C H W)``."""
+class StyleEnergy(FeatureTerm):
+    """``sum_l w_l |G_l(x) - G_l^*|^2 / |G_l^*|^2`` with Gram matrices ``G = F F^T / (C H W)``.
+
+    Parameters
+    ----------
+    model, layers, weights
+        The feature model, its layers and their weights (divided by their sum).
+    images : Tensor or list of Tensor
+        One or more style images (any sizes). With several, the target Gram matrices are their
+        blend ``G^* = sum_s a_s G(x_s) / sum_s a_s`` with ``image_weights`` ``a_s``.
+    mask : Tensor, optional
+        ``(1, 1, h, w)`` in [0, 1], any size (resized to each layer): the style applies to the
+        masked region of ``x`` only (Gram matrices of the masked features; Gatys et al. 2017).
+    target_mask : Tensor, optional
+        The same for the style images: their Gram matrices are taken over this region.
+    normalize : bool
+        Relative errors and layer weights that sum to 1 (default), or plain sums of squares.
+    """
 
     name = "style"
 
-    def target_of(self, f: Tensor) -> Tensor:
-        return gram(f)
+    def __init__(
+        self,
+        model,
+        layers,
+        images: Tensor | Sequence[Tensor],
+        weights=None,
+        *,
+        image_weights: Sequence[float] | None = None,
+        mask: Tensor | None = None,
+        target_mask: Tensor | None = None,
+        normalize: bool = True,
+    ):
+        super().__init__(model, layers, weights, normalize=normalize)
+        images = [images] if isinstance(images, Tensor) else list(images)
+        if not images:
+            raise ValueError("style: give at least one style image")
+        a = [1.0] * len(images) if image_weights is None else [float(w) for w in image_weights]
+        if len(a) != len(images) or any(w < 0 for w in a) or not sum(a) > 0:
+            raise ValueError(
+                f"style: {len(a)} image weight(s) for {len(images)} style image(s); "
+                "weights must be >= 0 and not all 0"
+            )
+        self.mask = None if mask is None else _check_mask(mask, "mask")
+        self.image_weights = [w / sum(a) for w in a]
+        target_mask = None if target_mask is None else _check_mask(target_mask, "target_mask")
+        blended: dict[str, Tensor] = {}
+        for w, img in zip(self.image_weights, images, strict=True):
+            for k, g in self._targets(img, lambda k, f: gram(f, target_mask)).items():
+                g = w * g.mean(0, keepdim=True)
+                blended[k] = g if k not in blended else blended[k] + g
+        self.targets = blended
 
-    def distance(self, a: Tensor, b: Tensor) -> Tensor:
-        return (a - b).square().reshape(a.shape[0], -1).sum(1)
+    def from_features(self, features, x):
+        return self._sum(
+            lambda k: style_loss(
+                gram(features[k], self.mask), self.targets[k].to(x), normalize=self.normalize
+            )
+        )
 
 
-class AdaINStatsEnergy(_FeatureEnergy):
-    """``sum_l w_l (|mu_l(x) - mu_l(x_s)|^2 + |sigma_l(x) - sigma_l(x_s)|^2)``: the style
-    statistics that adaptive instance normalization transfers."""
+def _check_mask(mask: Tensor, what: str) -> Tensor:
+    if not isinstance(mask, Tensor) or mask.ndim != 4 or mask.shape[:2] != (1, 1):
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"style: {what} must be a (1, 1, H, W) tensor in [0, 1], got {shape}")
+    if not bool(mask.max() > 0):
+        raise ValueError(f"style: {what} is 0 everywhere: it selects no region")
+    return mask.float().clamp(0, 1)
+
+
+class AdaINStatsEnergy(FeatureTerm):
+    """``sum_l w_l |(mu_l, sigma_l)(x) - (mu_l, sigma_l)(x_s)|^2`` (relative by default): the
+    style statistics that adaptive instance normalization transfers."""
 
     name = "adain_stats"
 
-    def target_of(self, f: Tensor) -> Tensor:
-        return torch.cat(channel_stats(f), 1)
+    def __init__(self, model, layers, image: Tensor, weights=None, *, normalize: bool = True):
+        super().__init__(model, layers, weights, normalize=normalize)
+        self.targets = self._targets(image, lambda k, f: torch.cat(channel_stats(f), 1))
 
-    def distance(self, a: Tensor, b: Tensor) -> Tensor:
-        return (a - b).square().sum(1)
+    def from_features(self, features, x):
+        def term(k):
+            a, b = torch.cat(channel_stats(features[k]), 1), self.targets[k].to(x)
+            return _relative(a, b) if self.normalize else _squared(a, b)
+
+        return self._sum(term)
