@@ -25,6 +25,7 @@ from langevin_images.energies import (
     capture,
     content_loss,
     gram,
+    gram_loss,
     style_loss,
 )
 
@@ -314,3 +315,19 @@ def test_style_command_refuses_an_all_black_mask(tmp_path, capsys):
     out = tmp_path / "bad"
     assert main(["style", "--mask", str(black), "--size", "32", "--out", str(out)]) == 2
     assert "no white" in capsys.readouterr().err
+
+
+def test_gram_loss_gradient_is_autograds():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(2, 4, 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    target = gram(torch.randn(1, 4, 6, 2, dtype=torch.float64, generator=g))
+    mask = torch.rand(1, 1, 3, 5, dtype=torch.float64, generator=g)
+    for m in (None, mask):
+        for normalize in (True, False):
+            fused = gram_loss(f, target, m, normalize=normalize)
+            plain = style_loss(gram(f, m), target, normalize=normalize)
+            assert torch.allclose(fused, plain)
+            weights = torch.tensor([0.3, -1.2], dtype=torch.float64)
+            (a,) = torch.autograd.grad((fused * weights).sum(), f)
+            (b,) = torch.autograd.grad((plain * weights).sum(), f)
+            assert torch.allclose(a, b)

@@ -26,6 +26,7 @@ from .style import (
     channel_stats,
     content_loss,
     gram,
+    gram_loss,
     style_loss,
 )
 from .transforms import RandomAffine, RandomRoll, Transformed
@@ -65,6 +66,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_energy",
     "gram",
+    "gram_loss",
     "guided_objective",
     "parse_prior",
     "resolve_layers",
