@@ -453,12 +453,16 @@ def test_version_help_and_the_result_line(tmp_path, capsys):
 
 def test_models_lists_the_zoo_layers_and_classes(capsys):
     assert main(["models"]) == 0
-    assert "mnist-judge" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "mnist-judge" in listed and "8-bit quantized" in listed
     assert main(["models", "mnist", "--layers"]) == 0
     listed = capsys.readouterr().out
     assert "features.0" in listed and "32x28x28" in listed and "\nnet " not in listed
     assert main(["models", "lite0", "--find", "espresso"]) == 0
     assert "967 espresso" in capsys.readouterr().out
+    assert main(["models", "vgg19", "--layers"]) == 0
+    listed = capsys.readouterr().out
+    assert "relu4_2" in listed and "512x28x28" in listed and "relu5_4" in listed
 
 
 def test_descent_progress_shows_the_energy_not_an_acceptance_rate(capsys):

@@ -263,16 +263,25 @@ def test_vgg19_features_tell_photos_from_noise():
 
 
 def test_style_command_writes_a_run_folder(tmp_path):
+    from PIL import Image
+
+    mask = tmp_path / "half.png"
+    m = Image.new("L", (48, 32))
+    m.paste(255, (24, 0, 48, 32))
+    m.save(mask)
     out = tmp_path / "gatys"
     rc = main(["style", "--content", "chelsea", "--style", "ihc", "--size", "32", "--steps", "3",
-               "--out", str(out), "--quiet"])  # fmt: skip
+               "--mask", str(mask), "--preserve-color", "luminance", "--out", str(out),
+               "--quiet"])  # fmt: skip
     assert rc == 0
-    for name in ("stylized.png", "content.png", "style_0.png", "energy.csv", "energy.png",
-                 "run.json"):  # fmt: skip
+    for name in ("stylized.png", "content.png", "style_0.png", "mask.png", "energy.csv",
+                 "energy.png", "run.json"):  # fmt: skip
         assert (out / name).is_file(), name
+    assert Image.open(out / "stylized.png").size == (48, 32)
     card = json.loads((out / "run.json").read_text())
     assert card["model"]["name"] == "vgg19" and card["config"]["optimizer"] == "lbfgs"
-    assert card["config"]["units"].startswith("relative")
+    assert card["config"]["units"].startswith("relative") and card["config"]["mask"]
+    assert {"content", "style", "style_outside_mask"} <= set(card["final_energy"])
 
 
 def test_style_command_posterior_writes_chains_and_diagnostics(tmp_path):

@@ -43,6 +43,7 @@ __all__ = [
     "STYLE_LAYERS",
     "Stylized",
     "match_color",
+    "sample_posterior",
     "style_diversity",
     "style_energy",
     "transfer",
@@ -384,7 +385,7 @@ def transfer(
             runs.append(run)
     images = x
     if method == "posterior":
-        run = _posterior(
+        run = sample_posterior(
             energy, x, temperature=temperature, chains=chains, steps=sample_steps,
             warmup=warmup, seed=seed, progress=progress, record_to=record_to,
         )  # fmt: skip
@@ -413,20 +414,35 @@ def _scaled(size, factor: float) -> tuple[int, int]:
     return max(1, round(size[0] * factor)), max(1, round(size[1] * factor))
 
 
-def _posterior(energy, x, *, temperature, chains, steps, warmup, seed, progress, record_to):
+def sample_posterior(
+    energy: Energy,
+    start: Tensor,
+    *,
+    temperature: float,
+    chains: int = 4,
+    steps: int = 200,
+    warmup: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    record_to=None,
+):
+    """MALA on ``pi(x) ~ exp(-d E(x) / T)`` (``d`` pixel values per image), ``chains`` chains
+    from ``start`` ``(1, 3, H, W)`` (a minimum of ``energy``), colour x 1/f preconditioned, on
+    [0, 1] exactly, the step size adapted to acceptance 0.574 during ``warmup``: the sampler's
+    ``Run``."""
     from ..datasets import photo_color_covariance
     from ..linalg import ColorFourier
     from ..samplers import sample
 
-    d = x[0].numel()
+    d = start[0].numel()
     t_sampler = temperature / d
-    x0 = x.detach().clamp(0.01, 0.99).expand(chains, -1, -1, -1).contiguous()
+    x0 = start.detach().clamp(0.01, 0.99).expand(chains, -1, -1, -1).contiguous()
     # start where a step moves a pixel by about 1/255 (dual averaging takes it from there)
     step0 = (1.0 / 255) ** 2 / (2 * t_sampler)
     return sample(
         energy, x0, method="mala", steps=steps, warmup=warmup, step_size=step0,
         schedule="dual_averaging", temperature=t_sampler,
-        preconditioner=ColorFourier(tuple(x.shape[-2:]), photo_color_covariance()),
+        preconditioner=ColorFourier(tuple(start.shape[-2:]), photo_color_covariance()),
         bounds=(0.0, 1.0), seed=seed, progress=progress, record_to=record_to,
     )  # fmt: skip
 

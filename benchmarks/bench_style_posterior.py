@@ -1,0 +1,136 @@
+"""Posterior style transfer: how the temperature trades the style energy against diversity.
+
+One content/style pair (chelsea, ihc) on VGG19; the minimum of the Gatys energy by L-BFGS,
+then for each temperature ``T`` MALA chains started from it (``apps.style.sample_posterior``:
+colour x 1/f preconditioner, [0, 1] exactly, dual averaging to acceptance 0.574 in warmup).
+Per ``T``: acceptance, the energy terms over the draws (and the excess energy over the minimum,
+which is about ``T / 2`` where the energy is locally quadratic), the worst R-hat and bulk ESS
+of the scalar summaries (energy terms, pixel and feature projections), and the diversity of the
+chains' last draws (pixel RMS distance, relative distances of VGG features and Gram matrices,
+Vendi of centred features). Writes the plot of diversity against style energy and a grid of the
+chains (a row per T).
+
+Usage: python benchmarks/bench_style_posterior.py [--quick] [--size PX] [--chains N]
+       [--steps N] [--warmup N] [--temperatures T ...] [--json FILE] [--plot FILE] [--grid FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from langevin_images.apps.style import (
+    sample_posterior,
+    style_diversity,
+    style_energy,
+    transfer,
+)
+from langevin_images.cpu import tune_malloc
+from langevin_images.datasets import load_photo
+from langevin_images.diagnostics import diagnose
+from langevin_images.energies import capture
+from langevin_images.models import load_model
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--warmup", type=int, default=150)
+    p.add_argument("--model", default="vgg19")
+    p.add_argument("--temperatures", type=float, nargs="*",
+                   default=[0.003, 0.01, 0.03, 0.1, 0.3])  # fmt: skip
+    p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None)
+    p.add_argument("--grid", default=None)
+    args = p.parse_args()
+    if args.quick:
+        args.size, args.steps, args.warmup, args.temperatures = 32, 8, 8, [0.01, 0.1]
+    tune_malloc()
+    model = load_model(args.model)
+    content, style = load_photo("chelsea", args.size), load_photo("ihc", args.size)
+    energy = style_energy(model, content, style)
+    t0 = time.perf_counter()
+    mode = transfer(content, style, model=model, steps=10 if args.quick else 200,
+                    progress=False).images  # fmt: skip
+    with torch.no_grad():
+        e0 = {k: float(v) for k, v in energy.terms(mode).items()}
+    e0["energy"] = sum(e0.values())
+    print(f"T = 0 (L-BFGS): {e0} in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def features(x):
+        return capture(model, ["relu4_2"], x)["relu4_2"].flatten(1)
+
+    rows, finals = [], []
+    for temperature in args.temperatures:
+        t = time.perf_counter()
+        run = sample_posterior(energy, mode, temperature=temperature, chains=args.chains,
+                               steps=args.steps, warmup=args.warmup, progress=False)  # fmt: skip
+        seconds = time.perf_counter() - t
+        dt = run.to_datatree(projections=8, features=features)
+        verdict = diagnose(dt)
+        table = verdict.table
+        post = dt["posterior"]
+        terms = {k: float(post[k].mean()) for k in ("energy", "content", "style")}
+        final = run.final_position.detach()
+        finals.append(final)
+        row = {
+            "temperature": temperature, "seconds": seconds,
+            "acceptance": float(run.acceptance_rate.mean()),
+            "step_size": float(run.stats["step_size"][:, -1].mean()),
+            **{f"mean_{k}": v for k, v in terms.items()},
+            "excess_energy": terms["energy"] - e0["energy"], "half_t": temperature / 2,
+            "max_rhat": float(table["r_hat"].max()), "min_ess_bulk": float(table["ess_bulk"].min()),
+            "converged": bool(verdict.ok),
+            **style_diversity(model, final),
+        }  # fmt: skip
+        rows.append(row)
+        print(f"T {temperature:g}: acc {row['acceptance']:.2f}, style {terms['style']:.4f}, "
+              f"content {terms['content']:.4f}, excess {row['excess_energy']:.4f} (T/2 "
+              f"{temperature / 2:.4f}), R-hat {row['max_rhat']:.2f}, ESS {row['min_ess_bulk']:.0f}"
+              f", pixel RMS {row['pixel_rms']:.4f}, Vendi {row['vendi_features']:.2f}, "
+              f"{seconds:.0f} s", flush=True)  # fmt: skip
+    out = {"size": list(content.shape[-2:]), "model": args.model, "chains": args.chains,
+           "steps": args.steps, "warmup": args.warmup, "minimum": e0, "rows": rows}  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    if args.plot:
+        _plot(rows, e0, args.plot)
+    if args.grid:
+        from PIL import Image
+
+        from langevin_images.diagnostics.plots import image_grid
+
+        grid = torch.stack([torch.cat([mode, f]) for f in finals])
+        Image.fromarray(image_grid(grid.numpy())).save(args.grid)
+
+
+def _plot(rows, e0, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
+    style = [r["mean_style"] for r in rows]
+    for ax, key, label in ((axes[0], "pixel_rms", "pixel RMS distance between chains"),
+                           (axes[1], "vendi_features", "Vendi (relu4_2 features)")):  # fmt: skip
+        ax.plot(style, [r[key] for r in rows], "o-")
+        for r in rows:
+            ax.annotate(f"T={r['temperature']:g}", (r["mean_style"], r[key]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        ax.axvline(e0["style"], color="0.6", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("style energy (mean over draws; dotted: T = 0)")
+        ax.set_ylabel(label)
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
