@@ -44,8 +44,8 @@ from langevin_images.models import load_model
 tune_malloc()
 
 SMALL = os.environ.get("LANGEVIN_IMAGES_SMALL") == "1"
-SIZE, STEPS = (48, 12) if SMALL else (128, 150)
-CHAINS, DRAWS, WARMUP = (2, 6, 6) if SMALL else (4, 150, 150)
+SIZE, STEPS = (40, 8) if SMALL else (128, 150)
+CHAINS, DRAWS, WARMUP = (2, 5, 5) if SMALL else (4, 150, 150)
 
 vgg = load_model("vgg19")
 content, style = load_photo("chelsea", SIZE), load_photo("ihc", SIZE)

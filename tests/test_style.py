@@ -307,6 +307,8 @@ def test_style_command_posterior_writes_chains_and_diagnostics(tmp_path):
         (["--style", "nofile.png"], "--style nofile.png: no such file"),
         (["--model", "mnist"], "RGB feature model"),
         (["--size", "8", "--scales", "3"], "too small"),
+        (["--layer-weights", "1,2"], "2 weight(s) for 5 style layer(s)"),
+        (["--style-layers", "relu9_9"], "unknown layer 'relu9_9'"),
     ],
 )
 def test_style_command_refuses_bad_input(tmp_path, capsys, argv, message):
@@ -340,3 +342,20 @@ def test_gram_loss_gradient_is_autograds():
             (a,) = torch.autograd.grad((fused * weights).sum(), f)
             (b,) = torch.autograd.grad((plain * weights).sum(), f)
             assert torch.allclose(a, b)
+
+
+def test_initial_step_size_shrinks_with_the_curvature():
+    from langevin_images.apps.style import initial_step_size
+    from langevin_images.linalg import Preconditioner
+
+    x0 = torch.full((1, 3, 8, 8), 0.5, dtype=torch.float64)
+
+    def quadratic(k):
+        return lambda x: 0.5 * k * (x - 0.5).square().flatten(1).sum(1)
+
+    identity = Preconditioner()
+    flat, sharp = (
+        initial_step_size(quadratic(k), x0, temperature=1e-3, preconditioner=identity)
+        for k in (1.0, 1e6)
+    )
+    assert sharp < flat / 1000

@@ -437,14 +437,42 @@ def sample_posterior(
     d = start[0].numel()
     t_sampler = temperature / d
     x0 = start.detach().clamp(0.01, 0.99).expand(chains, -1, -1, -1).contiguous()
-    # start where a step moves a pixel by about 1/255 (dual averaging takes it from there)
-    step0 = (1.0 / 255) ** 2 / (2 * t_sampler)
+    preconditioner = ColorFourier(tuple(start.shape[-2:]), photo_color_covariance())
+    step0 = initial_step_size(energy, x0[:1], temperature=t_sampler,
+                              preconditioner=preconditioner, seed=seed)  # fmt: skip
     return sample(
         energy, x0, method="mala", steps=steps, warmup=warmup, step_size=step0,
-        schedule="dual_averaging", temperature=t_sampler,
-        preconditioner=ColorFourier(tuple(start.shape[-2:]), photo_color_covariance()),
+        schedule="dual_averaging", temperature=t_sampler, preconditioner=preconditioner,
         bounds=(0.0, 1.0), seed=seed, progress=progress, record_to=record_to,
     )  # fmt: skip
+
+
+def initial_step_size(
+    energy, x0: Tensor, *, temperature: float, preconditioner, seed: int = 0, tries: int = 40
+) -> float:
+    """A MALA step size from which dual averaging can start: from the one that moves a logit
+    by about 1/255 through the noise, halved until one step from ``x0`` (in the sampler's
+    [0, 1] logistic coordinates) is accepted with probability at least 0.5, as Hoffman &
+    Gelman's heuristic does for HMC. Each try costs one energy+gradient evaluation.
+
+    Without it the warmup of a sharply curved energy (style transfer at small T) starts so far
+    above the useful step that short warmups never reach it, and every chain is stuck."""
+    from ..samplers import kernel
+    from ..samplers.constraints import Box
+
+    box = Box(0.0, 1.0)
+    z_energy = box.wrap(energy, temperature)
+    state = kernel.init(z_energy, box.to_unconstrained(x0), preconditioner)
+    eps = (1.0 / 255) ** 2 / (2 * temperature)
+    generator = torch.Generator(device=x0.device).manual_seed(seed)
+    for _ in range(tries):
+        step = torch.full((x0.shape[0],), eps, dtype=torch.float64, device=x0.device)
+        _, info = kernel.step(state, z_energy, step, generator, temperature=temperature,
+                              adjust=True, preconditioner=preconditioner)  # fmt: skip
+        if float(info.acceptance_prob.mean()) >= 0.5:
+            break
+        eps /= 2
+    return eps
 
 
 def style_diversity(

@@ -32,9 +32,26 @@ def _read_mask(spec: str, size: tuple[int, int]):
     return mask
 
 
-def _style(args: argparse.Namespace) -> None:
-    from ..apps.style import CONTENT_LAYERS, STYLE_LAYERS
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise BadInput(f"{option}: give at least one layer name")
+    return names
 
+
+def _style(args: argparse.Namespace) -> None:
+    args.content_layers = _names(args.content_layers, "--content-layers")
+    args.style_layers = _names(args.style_layers, "--style-layers")
+    if args.layer_weights is not None:
+        try:
+            args.layer_weights = [float(w) for w in args.layer_weights.split(",")]
+        except ValueError:
+            raise BadInput(
+                f"--layer-weights {args.layer_weights}: numbers, comma-separated"
+            ) from None
+        if len(args.layer_weights) != len(args.style_layers):
+            raise BadInput(f"--layer-weights gives {len(args.layer_weights)} weight(s) for "
+                           f"{len(args.style_layers)} style layer(s)")  # fmt: skip
     where = device(args)
     model = load_model(args.model, where, args.weights)
     if getattr(model, "input_channels", 3) != 3:
@@ -53,7 +70,7 @@ def _style(args: argparse.Namespace) -> None:
     if args.method == "gatys" and args.chains not in (None, 1):
         raise BadInput("--chains is for --method posterior (gatys gives one image)")
     args.chains = args.chains or (4 if args.method == "posterior" else 1)
-    layers = list(dict.fromkeys([*CONTENT_LAYERS, *STYLE_LAYERS]))
+    layers = list(dict.fromkeys([*args.content_layers, *args.style_layers]))
     smallest = min(h, w, *(min(s.shape[-2:]) for s in styles))
     factor = args.scale_factor ** (args.scales - 1)
     side = max(1, round(smallest / factor))
@@ -79,7 +96,9 @@ def _run(args, model, content, styles, mask, out) -> None:
             steps=args.steps, scales=args.scales, scale_factor=args.scale_factor, init=args.init,
             style_weights=args.style_weight, content_weight=args.content_weight,
             style_weight=args.style_strength, tv_weight=args.tv_weight,
-            preserve_color=args.preserve_color, mask=mask, lr=args.lr,
+            content_layers=args.content_layers, style_layers=args.style_layers,
+            layer_weights=args.layer_weights, preserve_color=args.preserve_color, mask=mask,
+            lr=args.lr,
             step_size=args.step_size / 255, temperature=args.temperature, chains=args.chains,
             sample_steps=args.sample_steps, warmup=args.warmup, seed=args.seed,
             record_to=out / "record.zarr" if posterior else None, progress=not args.quiet,
@@ -170,7 +189,7 @@ def _posterior_outputs(args, model, run, result, out) -> dict:
 
 
 def add_parsers(sub) -> None:
-    from ..apps.style import DEFAULTS, OPTIMIZERS
+    from ..apps.style import CONTENT_LAYERS, DEFAULTS, OPTIMIZERS, STYLE_LAYERS
 
     r = sub.add_parser(
         "style",
@@ -199,6 +218,10 @@ def add_parsers(sub) -> None:
     r.add_argument("--style-strength", type=nonneg_float, default=DEFAULTS["style_weight"],
                    help="weight of the style term (normalized units, size-free)")  # fmt: skip
     r.add_argument("--tv-weight", type=nonneg_float, default=DEFAULTS["tv_weight"])
+    r.add_argument("--content-layers", default=",".join(CONTENT_LAYERS), metavar="L1,L2")
+    r.add_argument("--style-layers", default=",".join(STYLE_LAYERS), metavar="L1,L2,...")
+    r.add_argument("--layer-weights", default=None, metavar="W1,W2,...",
+                   help="style layer weights (divided by their sum; default equal)")  # fmt: skip
     r.add_argument("--preserve-color", choices=("luminance", "histogram"), default=None)
     r.add_argument("--mask", default=None, help="image, white where the style applies")
     r.add_argument("--lr", type=positive_float, default=0.02, help="Adam's learning rate")
