@@ -49,7 +49,13 @@ def main() -> None:
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     p.add_argument("--grid", default=None)
+    p.add_argument("--replot", default=None, metavar="JSON",
+                   help="only redraw --plot from the rows of an earlier --json")  # fmt: skip
     args = p.parse_args()
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        _plot(saved["rows"], saved["minimum"], args.plot)
+        return
     if args.quick:
         args.size, args.steps, args.warmup, args.temperatures = 32, 8, 8, [0.01, 0.1]
     tune_malloc()
@@ -120,13 +126,12 @@ def _plot(rows, e0, path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
     style = [r["mean_style"] for r in rows]
     for ax, key, label in ((axes[0], "pixel_rms", "pixel RMS distance between chains"),
-                           (axes[1], "vendi_features", "Vendi (relu4_2 features)")):  # fmt: skip
+                           (axes[1], "gram_relative", "Gram distance between chains")):  # fmt: skip
         ax.plot(style, [r[key] for r in rows], "o-")
         for r in rows:
             ax.annotate(f"T={r['temperature']:g}", (r["mean_style"], r[key]), fontsize=8,
                         xytext=(4, 4), textcoords="offset points")  # fmt: skip
         ax.axvline(e0["style"], color="0.6", ls=":", lw=1)
-        ax.set_xscale("log")
         ax.set_xlabel("style energy (mean over draws; dotted: T = 0)")
         ax.set_ylabel(label)
     fig.savefig(path, dpi=110)

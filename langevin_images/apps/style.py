@@ -484,8 +484,10 @@ def style_diversity(
 ) -> dict[str, float]:
     """How different stylizations ``(N, 3, H, W)`` (N >= 2) are from one another: mean pairwise
     distance in pixels (RMS per pixel value), in the content layer's features and between the
-    Gram matrices of the style layers (both relative to their mean norm), and the Vendi score
-    of the centred content features (1: all alike, N: all different)."""
+    Gram matrices of the style layers (both relative to their mean norm), and Vendi scores of
+    the content features: on the features as they are (cosine similarity; 1: all alike, N: all
+    different) and centred (which is N - 1 for any N distinct images whose differences are
+    unrelated, however small: it says how many directions they differ in, not by how much)."""
     from ..diagnostics import mean_pairwise_distance, vendi_score
     from ..energies import capture
 
@@ -501,5 +503,6 @@ def style_diversity(
         "pixel_rms": mean_pairwise_distance(images) / math.sqrt(n),
         "feature_relative": mean_pairwise_distance(f) / float(f.norm(dim=1).mean()),
         "gram_relative": mean_pairwise_distance(g) / float(g.norm(dim=1).mean()),
-        "vendi_features": vendi_score(f - f.mean(0, keepdim=True)),
+        "vendi_features": vendi_score(f),
+        "vendi_centred": vendi_score(f - f.mean(0, keepdim=True)),
     }
