@@ -26,3 +26,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_apps.py
 	.venv/bin/python benchmarks/bench_warp.py
 	.venv/bin/python benchmarks/bench_overhead.py
+	.venv/bin/python benchmarks/bench_style.py
