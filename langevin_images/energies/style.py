@@ -109,8 +109,11 @@ class _GramLoss(torch.autograd.Function):
         return (factor[:, None, None] * diff) @ flat, None, None, None  # scale the small one
 
 
-def gram_loss(f: Tensor, target: Tensor, mask: Tensor | None = None, *, normalize=True) -> Tensor:
-    """``style_loss(gram(f, mask), target)`` with a one-product backward (``_GramLoss``)."""
+def gram_loss(
+    f: Tensor, target: Tensor, mask: Tensor | None = None, *, normalize=True, scale=None
+) -> Tensor:
+    """``style_loss(gram(f, mask), target)`` with a one-product backward (``_GramLoss``);
+    ``scale``, if given, is the normalization ``1 / |target|^2`` computed once."""
     n, c = f.shape[:2]
     if mask is None:
         flat = f.reshape(n, c, -1)
@@ -119,8 +122,13 @@ def gram_loss(f: Tensor, target: Tensor, mask: Tensor | None = None, *, normaliz
         m = _resize_mask(mask, f).expand(n, 1, *f.shape[-2:])
         flat = (f * m).reshape(n, c, -1)
         area = m.reshape(n, -1).sum(1).clamp_min(1e-8)
-    scale = 1.0 / float(target.square().sum().clamp_min(1e-30)) if normalize else 1.0
+    if scale is None:
+        scale = _inverse_square_norm(target) if normalize else 1.0
     return _GramLoss.apply(flat, c * area, target, scale)
+
+
+def _inverse_square_norm(t: Tensor) -> float:
+    return 1.0 / float(t.square().sum().clamp_min(1e-30))
 
 
 class FeatureTerm(Energy):
@@ -252,12 +260,12 @@ class StyleEnergy(FeatureTerm):
                 g = w * g.mean(0, keepdim=True)
                 blended[k] = g if k not in blended else blended[k] + g
         self.targets = blended
+        # the normalizations, once: a float per call would synchronize a GPU at every layer
+        self.scales = {k: _inverse_square_norm(t) if normalize else 1.0 for k, t in blended.items()}
 
     def from_features(self, features, x):
         return self._sum(
-            lambda k: gram_loss(
-                features[k], self.targets[k].to(x), self.mask, normalize=self.normalize
-            )
+            lambda k: gram_loss(features[k], self.targets[k].to(x), self.mask, scale=self.scales[k])
         )
 
 
