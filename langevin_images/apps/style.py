@@ -222,7 +222,7 @@ def _optimize(
             with torch.no_grad():
                 x.clamp_(0, 1)  # projected Adam: the image stays an image
             bar.update(1)
-    elif optimizer == "lbfgs":
+    else:  # "lbfgs" (transfer() has checked the name)
         opt = torch.optim.LBFGS(
             [x], lr=1.0, max_iter=steps, max_eval=steps, tolerance_grad=0.0,
             tolerance_change=0.0, history_size=LBFGS_HISTORY, line_search_fn=LBFGS_LINE_SEARCH,
@@ -239,8 +239,6 @@ def _optimize(
             return loss
 
         opt.step(closure)
-    else:
-        raise ValueError(f"style: unknown optimizer {optimizer!r}; one of {', '.join(OPTIMIZERS)}")
     bar.close()
     return x.detach().clamp(0, 1), None
 
