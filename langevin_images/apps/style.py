@@ -29,13 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..energies import ContentEnergy, Energy, StyleEnergy, TotalVariation
 from ..energies.base import on_model
 from ..energies.style import gram
-from .dream import octave_sizes
+from .dream import _resize, octave_sizes
 
 __all__ = [
     "CONTENT_LAYERS",
@@ -78,12 +77,6 @@ class Stylized:
     def posterior(self):
         """The posterior run (None for ``gatys``)."""
         return self.runs[-1] if self.config.get("method") == "posterior" else None
-
-
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def luminance(x: Tensor) -> Tensor:
