@@ -178,6 +178,23 @@ def test_a_style_added_to_a_cin_network_trains_only_its_gamma_beta(tmp_path):
         assert torch.equal(net(x, k), old[k])
 
 
+def test_the_training_loss_is_the_gatys_energy_of_each_image():
+    from langevin_images.apps.amortized import GatysLoss
+    from langevin_images.apps.style import style_energy
+
+    vgg = tiny_vgg32()
+    styles = photos(2, (32, 32))
+    kw = dict(content_weight=1.0, style_weight=5.0, tv_weight=0.3)
+    loss = GatysLoss(vgg, styles, **kw)
+    x = torch.cat(photos(3, (32, 32)))
+    y = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    index = torch.tensor([1, 0, 1])
+    got = loss(y, x, index)
+    for n in range(3):
+        energy = style_energy(vgg, x[n : n + 1], styles[int(index[n])], **kw)
+        assert float(got[n]) == pytest.approx(float(energy(y[n : n + 1])), rel=1e-4)
+
+
 def test_random_crops_are_seeded_squares_from_the_images():
     imgs = photos(2, (40, 56))
     a = random_crops(imgs, 5, 24, torch.Generator().manual_seed(3))
@@ -224,6 +241,39 @@ def test_the_onnx_cin_network_agrees_with_onnxruntime_on_the_bundled_photos():
     assert worst <= 1e-4, worst
 
 
+@pytest.mark.parametrize("method", ["johnson", "cin", "adain"])
+def test_style_command_runs_the_committed_networks(method, tmp_path):
+    out = tmp_path / method
+    extra = {
+        "johnson": [],
+        "cin": ["--style", "ihc", "--style", "gravel"],
+        "adain": ["--style", "hubble", "--alpha", "0.7", "--preserve-color", "histogram"],
+    }
+    rc = main(["style", "--method", method, "--size", "48", "--out", str(out), "--quiet",
+               "--device", "cpu", *extra[method]])  # fmt: skip
+    assert rc == 0
+    card = json.loads((out / "run.json").read_text())
+    assert card["method"] == method and card["seconds"] > 0
+    assert card["gatys_energy"]["energy"] > 0  # the style images are known: the gap is measured
+    assert (out / "stylized.png").exists() and (out / "style_0.png").exists()
+
+
+def test_style_command_refuses_what_a_network_cannot_do(tmp_path, capsys):
+    def run(*argv):
+        return main(["style", "--size", "48", "--out", str(tmp_path / "x"), "--quiet", *argv])
+
+    assert run("--method", "cin", "--style", "26") == 2
+    assert "out of range" in capsys.readouterr().err
+    assert run("--method", "cin", "--style", "zebra") == 2
+    assert "unknown style" in capsys.readouterr().err
+    assert run("--method", "johnson", "--alpha", "0.5") == 2
+    assert run("--method", "gatys", "--alpha", "0.5") == 2
+    assert run("--method", "johnson", "--preserve-color", "histogram") == 2
+    assert run("--method", "adain", "--weights", "cin-3") == 2
+    assert "a cin network, not for --method adain" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_train_style_command_trains_checkpoints_and_resumes(tmp_path):
     out = tmp_path / "t"
     base = ["train-style", "--kind", "cin", "--style", "ihc", "--style", "gravel", "--size",
@@ -238,3 +288,37 @@ def test_train_style_command_trains_checkpoints_and_resumes(tmp_path):
                "gravel", "--size", "32", "--out", str(tmp_path / "s"), "--quiet"])  # fmt: skip
     assert rc == 0
     assert main([*base, "--kind", "johnson", "--steps", "1", "--out", str(tmp_path / "j")]) == 2
+    assert main([*base, "--no-photos", "--steps", "1", "--out", str(tmp_path / "j")]) == 2
+    assert main([*base, "--style-size", "20", "--steps", "1", "--out", str(tmp_path / "j")]) == 2
+    adain = [*base[:2], "adain", *base[3:]]
+    assert main([*adain, "--add-to", "cin-3", "--steps", "1", "--out", str(tmp_path / "j")]) == 2
+    assert not (tmp_path / "j").exists()  # refused before its folder was made
+
+
+def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_network(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "langevin_images.cli", "train-style", "--kind", "johnson",
+           "--size", "32", "--photo-size", "48", "--batch", "1", "--steps", "60",
+           "--checkpoint-every", "4", "--threads", "1", "--quiet", "--device", "cpu"]  # fmt: skip
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run([*cmd, "--out", str(whole)], check=True, capture_output=True)
+    proc = subprocess.Popen([*cmd, "--out", str(cut)], stderr=subprocess.PIPE)
+    step, t0 = 0, time.monotonic()
+    while step < 8 and time.monotonic() - t0 < 120 and proc.poll() is None:
+        time.sleep(0.02)
+        try:
+            step = torch.load(cut / "checkpoint.pt", weights_only=True)["step"]
+        except (FileNotFoundError, EOFError, RuntimeError):
+            pass
+    proc.kill()
+    proc.wait()
+    assert 8 <= step < 60 and not (cut / "network.pt").exists(), "the kill came too late"
+    subprocess.run([sys.executable, "-m", "langevin_images.cli", "train-style", "--resume",
+                    str(cut), "--quiet"], check=True, capture_output=True)  # fmt: skip
+    a = torch.load(whole / "network.pt", weights_only=True)["state_dict"]
+    b = torch.load(cut / "network.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((cut / "run.json").read_text())["resumed_from"] >= 8

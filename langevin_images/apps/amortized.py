@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..energies import TotalVariation
 from ..energies.features import capture
 from ..energies.style import gram
 from ..models.stylenets import ENCODER_LAYER, AdaINNet, TransformNet, _stats, save_network
@@ -161,11 +162,8 @@ class GatysLoss:
                 g, t = gram(f[k]), self.targets[k][style_index].to(y)
                 err = (g - t).square().sum((1, 2)) * self.scales[k][style_index].to(y)
                 loss = loss + self.sw * lw * err
-        if self.tv > 0:
-            tv = (y[..., 1:, :] - y[..., :-1, :]).abs().mean((1, 2, 3)) + (
-                y[..., 1:] - y[..., :-1]
-            ).abs().mean((1, 2, 3))
-            loss = loss + self.tv * tv
+        if self.tv > 0:  # as in apps.style: the smoothed TV per pixel value
+            loss = loss + (self.tv / y[0].numel()) * TotalVariation(1e-3).energy(y)
         return loss
 
 

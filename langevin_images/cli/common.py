@@ -251,6 +251,20 @@ def _as_float_rgb(img, np):
     return np.repeat(a[..., None], 3, axis=2).astype(np.float32)
 
 
+def save_log_plot(fig, ax, path: Path, *, xlabel: str, ylabel: str) -> None:
+    """Finish a figure of curves on a log scale (labels, legend) and write it atomically."""
+    import matplotlib.pyplot as plt
+
+    from ..runs import atomic_write
+
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
 def argv_given(argv: list[str], parser: argparse.ArgumentParser) -> set[str]:
     """The ``dest`` of every option spelled out in ``argv`` (not left at its default)."""
     by_flag = {flag: a.dest for a in parser._actions for flag in a.option_strings}

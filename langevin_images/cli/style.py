@@ -1,4 +1,5 @@
-"""``style``: neural style transfer (Gatys et al.) and posterior style transfer (MALA at T > 0)."""
+"""``style``: neural style transfer (Gatys et al.), posterior style transfer (MALA at T > 0),
+and the amortized kinds: a per-style network (johnson), conditional instance norm (cin), AdaIN."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .common import (
     positive_float,
     positive_int,
     read_image,
+    save_log_plot,
     say,
 )
 
@@ -39,7 +41,15 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
+AMORTIZED = ("johnson", "cin", "adain")
+DEFAULT_NETWORK = {"johnson": "johnson-ihc", "cin": "cin-3", "adain": "adain"}
+
+
 def _style(args: argparse.Namespace) -> None:
+    if args.method in AMORTIZED:
+        return _amortized(args)
+    if args.alpha != 1.0:
+        raise BadInput("--alpha is AdaIN's strength (--method adain)")
     args.content_layers = _names(args.content_layers, "--content-layers")
     args.style_layers = _names(args.style_layers, "--style-layers")
     if args.layer_weights is not None:
@@ -146,6 +156,130 @@ def _run(args, model, content, styles, mask, out) -> None:
     print(f"wrote {out}/stylized.png, {', '.join(files)}, run.json", flush=True)
 
 
+def _network(args, encoder=None):
+    """The stylization network of ``--weights`` (or the method's default), its name or file
+    and its training card; ``encoder`` is AdaIN's (the ``--model``)."""
+    from ..models.stylenets import load_network
+
+    spec = args.weights
+    if spec is None:
+        indices = args.style and all(s.isdigit() for s in args.style)
+        spec = "multistyle26" if args.method == "cin" and indices else DEFAULT_NETWORK[args.method]
+    try:
+        net, kind, meta = load_network(spec, encoder=encoder)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise BadInput(f"--weights {spec}: {str(err).splitlines()[0]}") from None
+    if kind != args.method and not (kind == "cin" and args.method == "johnson" and net.styles == 1):
+        raise BadInput(f"--weights {spec}: a {kind} network, not for --method {args.method}")
+    return net, spec, meta
+
+
+def _amortized(args: argparse.Namespace) -> None:
+    """One forward pass of a trained network; the Gatys energy of the result when the style
+    images are known (the amortization gap)."""
+    import time
+
+    import torch
+
+    from ..apps.amortized import stylize
+    from ..datasets import STYLES
+
+    if args.mask:
+        raise BadInput(f"--mask is for --method gatys and posterior, not {args.method}")
+    if args.chains not in (None, 1):
+        raise BadInput("--chains is for --method posterior")
+    if args.preserve_color == "histogram" and args.method != "adain":
+        raise BadInput("--preserve-color histogram recolours the style image: --method adain "
+                       "only; use luminance")  # fmt: skip
+    if args.alpha != 1.0 and args.method != "adain":
+        raise BadInput("--alpha is AdaIN's strength (--method adain); cin blends styles "
+                       "with --style-weight")  # fmt: skip
+    where = device(args)
+    if args.style_weight is not None and len(args.style_weight) != len(args.style or [None]):
+        raise BadInput(
+            f"--style-weight given {len(args.style_weight)} time(s) for "
+            f"{len(args.style or [None])} --style: give one weight per style, or none"
+        )
+    # the feature model: AdaIN's encoder, and the Gatys energy of the result (when the style
+    # images are known: the amortization gap)
+    model = load_model(args.model, where) if args.method == "adain" else None
+    net, spec, meta = _network(args, model)
+    content = read_image(args.content, args.size, option="--content").to(where)
+    h, w = content.shape[-2:]
+    style_size = args.style_size or min(h, w)
+    if args.method == "adain":
+        names = args.style or ["ihc"]
+        images = [read_image(s, style_size, option="--style").to(where) for s in names]
+        kwargs = {"styles": images, "style_weights": args.style_weight, "alpha": args.alpha}
+    else:
+        try:
+            index = [net.style_index(s) for s in args.style or net.style_names[:1]]
+        except ValueError as err:
+            raise BadInput(f"--style: {err} (--weights {spec})") from None
+        weights = args.style_weight or [1.0] * len(index)
+        if sum(weights) <= 0:
+            raise BadInput("--style-weight: the weights sum to 0")
+        mix = [0.0] * net.styles
+        for k, wk in zip(index, weights, strict=True):
+            mix[k] += wk / sum(weights)
+        kwargs = {"style": mix}
+        names = [net.style_names[k] for k in index]
+        images = []
+        if all(n in STYLES for n in names):
+            images = [read_image(n, style_size, option="--style").to(where) for n in names]
+            model = load_model(args.model, where)
+    net = net.to(where)
+    say(args, f"style: {args.method} ({spec}) of {args.content} {h}x{w} px in the style of "
+         f"{', '.join(names)}")  # fmt: skip
+    with output_folder(args) as out:
+        try:
+            stylize(net, content, **kwargs, preserve_color=args.preserve_color)  # warm-up
+            if where.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            y = stylize(net, content, **kwargs, preserve_color=args.preserve_color)
+            if where.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        except ValueError as err:
+            raise BadInput(str(err).splitlines()[0]) from None
+        _amortized_outputs(args, model, net, spec, meta, content, images, names, y, seconds, out)
+
+
+def _amortized_outputs(args, model, net, spec, meta, content, images, names, y, seconds, out):
+    from ..apps.style import style_energy
+    from ..diagnostics.plots import image_grid
+
+    def png(x, name):
+        save_png(image_grid(x.detach().cpu()[None, None].numpy(), padding=0), out / name)
+
+    png(content[0], "content.png")
+    png(y[0], "stylized.png")
+    for k, s in enumerate(images):
+        png(s[0], f"style_{k}.png")
+    card = {
+        "job": "style", "method": args.method, "argv": sys.argv[1:], "network": spec,
+        "network_meta": meta, "content": args.content, "styles": names,
+        "size": list(content.shape[-2:]), "preserve_color": args.preserve_color,
+        "alpha": args.alpha, "seconds": seconds,
+    }  # fmt: skip
+    if images and model is not None:
+        energy = style_energy(model, content, images, style_weights=args.style_weight)
+        import torch
+
+        with torch.no_grad():
+            total, terms = energy.evaluate(y)
+        card["gatys_energy"] = {"energy": float(total.sum()),
+                                **{k: float(v.sum()) for k, v in terms.items()}}  # fmt: skip
+        card["model"] = model_card(model)
+    write_card(out, card)
+    energy = card.get("gatys_energy", {}).get("energy")
+    say(args, f"style: {1e3 * seconds:.1f} ms"
+         + (f"; Gatys energy {energy:.4g}" if energy is not None else ""))  # fmt: skip
+    print(f"wrote {out}/stylized.png, content.png"
+          + (", style_<k>.png" if images else "") + ", run.json", flush=True)  # fmt: skip
+
+
 def _write_history(history: list[dict], out) -> list[str]:
     import matplotlib
 
@@ -164,12 +298,8 @@ def _write_history(history: list[dict], out) -> list[str]:
         ax.plot(x, table[name], label=name, lw=1.2 if name == "energy" else 0.9)
     for k in table["scale"].unique()[1:]:
         ax.axvline(int(table.index[table["scale"] == k][0]), color="0.7", lw=0.8, ls=":")
-    ax.set_yscale("log")
-    ax.set_xlabel("energy+gradient evaluation (dotted: next scale)")
-    ax.set_ylabel("energy (normalized units)")
-    ax.legend(fontsize=8)
-    atomic_write(out / "energy.png", lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+    save_log_plot(fig, ax, out / "energy.png", ylabel="energy (normalized units)",
+                  xlabel="energy+gradient evaluation (dotted: next scale)")  # fmt: skip
     return ["content.png", "style_<k>.png", "energy.csv", "energy.png"]
 
 
@@ -195,7 +325,9 @@ def add_parsers(sub) -> None:
         "style",
         help="neural style transfer (Gatys et al.), or posterior samples of it at T > 0",
     )
-    add_common(r, out="out/style")
+    add_common(r, out="out/style", weights_help="johnson/cin/adain: the network, a name ("
+               "multistyle26, johnson-ihc, cin-3, adain) or a file from train-style; otherwise"
+               " the --model's weights file")  # fmt: skip
     r.add_argument("--model", default="vgg19", help="feature network (default vgg19)")
     r.add_argument("--content", default="chelsea",
                    help="a file, or astronaut/chelsea/coffee/rocket")  # fmt: skip
@@ -204,7 +336,11 @@ def add_parsers(sub) -> None:
                         "repeatable: several blend)")  # fmt: skip
     r.add_argument("--style-weight", action="append", type=nonneg_float, default=None,
                    help="blend weight of each --style, in order (default: equal)")  # fmt: skip
-    r.add_argument("--method", choices=("gatys", "posterior"), default="gatys")
+    r.add_argument("--method", choices=("gatys", "posterior", *AMORTIZED), default="gatys",
+                   help="gatys, posterior (samples at T > 0), or a trained network: johnson, "
+                        "cin (--style names or indices), adain (any --style)")  # fmt: skip
+    r.add_argument("--alpha", type=nonneg_float, default=1.0,
+                   help="adain: style strength in [0, 1]")  # fmt: skip
     r.add_argument("--optimizer", choices=OPTIMIZERS, default="lbfgs")
     r.add_argument("--size", type=positive_int, default=256, help="shorter side of the output")
     r.add_argument("--style-size", type=positive_int, default=None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from .common import (
     positive_float,
     positive_int,
     read_image,
+    save_log_plot,
     say,
+    set_threads,
     stderr,
 )
 
@@ -62,6 +65,12 @@ def _train_style(args: argparse.Namespace) -> None:
     model = load_model(args.model, where, args.weights)
     style_side = args.style_size or args.size
     styles = [read_image(s, style_side, option="--style") for s in args.style]
+    for name, s in zip(args.style, styles, strict=True):
+        if min(s.shape[-2:]) < args.size:
+            raise BadInput(f"--style {name}: {min(s.shape[-2:])} px at --style-size, smaller "
+                           f"than the --size {args.size} crops")  # fmt: skip
+    if not args.photos and not args.content_dir:
+        raise BadInput("--no-photos needs --content-dir: there is nothing else to train on")
     extra = _content(args.content_dir, args.photo_size)
     photos = content_images(extra, photos=None if args.photos else (), side=args.photo_size)
     base = None
@@ -105,6 +114,8 @@ def _train_style(args: argparse.Namespace) -> None:
         )
         raise
     except (ValueError, FileNotFoundError) as err:
+        if not resume and not (out / "checkpoint.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)  # refused before any step: leave nothing
         raise BadInput(str(err).splitlines()[0]) from None
     _outputs(args, model, result, styles, photos, out)
 
@@ -121,6 +132,7 @@ def _resumed(args):
         if k not in given:
             setattr(args, k, v)
     args.out, args.resume = str(path), str(path)
+    set_threads(args)  # the spec's thread count: another one changes the arithmetic's rounding
     return args
 
 
@@ -143,12 +155,8 @@ def _outputs(args, model, result, styles, photos, out) -> None:
         s = table[["step", col]].dropna()
         smooth = s[col].rolling(max(1, len(s) // 20), min_periods=1).mean()
         ax.plot(s["step"], smooth, lw=1, label=col[5:])
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss per style (running mean)")
-    ax.legend(fontsize=8)
-    atomic_write(out / "loss.png", lambda p: fig.savefig(p, format="png", dpi=110))
-    plt.close(fig)
+    save_log_plot(fig, ax, out / "loss.png", xlabel="step",
+                  ylabel="loss per style (running mean)")  # fmt: skip
     # every style on two bundled photos at the training size
     net = result.net
     dev = next(model.buffers()).device
