@@ -63,6 +63,16 @@ def test_adain_carries_the_style_statistics_and_alpha_0_the_content():
         net.transfer_features(c, s2),
         atol=1e-6,
     )
+    # a style encoded once gives the same result for any content
+    stats = net.style_statistics([s, s2], [0.3, 0.7])
+    assert torch.allclose(
+        net.transfer_features(c, statistics=stats),
+        net.transfer_features(c, [s, s2], style_weights=[0.3, 0.7]),
+        atol=1e-6,
+    )
+    assert torch.allclose(
+        stylize(net, c, statistics=stats), stylize(net, c, styles=[s, s2], style_weights=[3, 7])
+    )
     with pytest.raises(ValueError, match="alpha"):
         net.transfer_features(c, s, alpha=1.5)
     assert net(c, s).shape == c.shape

@@ -431,23 +431,31 @@ def stylize(
     style_weights: Sequence[float] | None = None,
     alpha: float = 1.0,
     preserve_color: str | None = None,
+    statistics=None,
 ) -> Tensor:
     """One forward pass: ``content`` ``(N, 3, H, W)`` stylized, in [0, 1].
 
     ``TransformNet``: ``style`` is an index, a name or mixture weights (``style_weights``
     over indices 0..). ``AdaINNet``: ``styles`` are style images, mixed by ``style_weights``,
-    and ``alpha`` the strength. ``preserve_color``: ``"luminance"`` keeps the content's chroma
-    (every kind); ``"histogram"`` (AdaIN) gives the style images the content's colour mean and
-    covariance before encoding them."""
+    and ``alpha`` the strength; or ``statistics``, the styles encoded once
+    (``AdaINNet.style_statistics``) for many contents. ``preserve_color``: ``"luminance"``
+    keeps the content's chroma (every kind); ``"histogram"`` (AdaIN) gives the style images the
+    content's colour mean and covariance before encoding them."""
     if preserve_color not in (None, "luminance", "histogram"):
         raise ValueError(f"preserve_color must be luminance or histogram, got {preserve_color!r}")
     with torch.no_grad():
         if isinstance(net, AdaINNet):
-            if not styles:
+            if statistics is not None:
+                if preserve_color == "histogram":
+                    raise ValueError("preserve_color='histogram' recolours the style images: "
+                                     "give them, not their statistics")  # fmt: skip
+                y = net(content, alpha=alpha, statistics=statistics)
+            elif not styles:
                 raise ValueError("AdaIN needs style images")
-            if preserve_color == "histogram":
-                styles = [match_color(s, content[:1]) for s in styles]
-            y = net(content, list(styles), alpha=alpha, style_weights=style_weights)
+            else:
+                if preserve_color == "histogram":
+                    styles = [match_color(s, content[:1]) for s in styles]
+                y = net(content, list(styles), alpha=alpha, style_weights=style_weights)
         else:
             if preserve_color == "histogram":
                 raise ValueError("preserve_color='histogram' is for AdaIN (it recolours the "

@@ -268,30 +268,44 @@ class AdaINNet(nn.Module):
 
         return capture(self.encoder, [ENCODER_LAYER], x)[ENCODER_LAYER]
 
-    def forward(self, content: Tensor, styles, *, alpha: float = 1.0, style_weights=None) -> Tensor:
+    def forward(self, content: Tensor, styles=None, *, alpha=1.0, style_weights=None,
+                statistics=None) -> Tensor:  # fmt: skip
         """Stylize ``content`` ``(N, 3, H, W)`` with one style image ``(1, 3, h, w)`` or a list
         of them mixed by ``style_weights`` (their AdaIN targets interpolated, Huang & Belongie
-        section 7); ``alpha`` in [0, 1] moves from the content's features (0) to the full
+        section 7), or with ``statistics`` from ``style_statistics`` (a style encoded once for
+        many contents); ``alpha`` in [0, 1] moves from the content's features (0) to the full
         transfer (1). Height and width are padded to multiples of 8 and cropped after."""
-        t = self.transfer_features(content, styles, alpha=alpha, style_weights=style_weights)
+        t = self.transfer_features(content, styles, alpha=alpha, style_weights=style_weights,
+                                   statistics=statistics)  # fmt: skip
         h, w = content.shape[-2:]
         return self.decoder(t)[..., :h, :w].clamp(0, 1)
 
-    def transfer_features(self, content, styles, *, alpha=1.0, style_weights=None) -> Tensor:
-        """The decoder's input: ``alpha t + (1 - alpha) f(c)``, ``t`` the (mixed) AdaIN output."""
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    def style_statistics(self, styles, style_weights=None, eps: float = 1e-5):
+        """The channel means and standard deviations at ``relu4_1`` of the style images, mixed
+        by ``style_weights``: a mixture of AdaIN targets is AdaIN to the mixed statistics."""
         if isinstance(styles, Tensor):
             styles = [styles]
         weights = [1.0] * len(styles) if style_weights is None else list(style_weights)
-        if len(weights) != len(styles) or sum(weights) <= 0 or min(weights) < 0:
+        if not styles or len(weights) != len(styles) or sum(weights) <= 0 or min(weights) < 0:
             raise ValueError(f"{len(weights)} non-negative weight(s) for {len(styles)} style(s)")
+        total = float(sum(weights))
+        stats = [_stats(self.encode(s), eps) for s in styles]
+        mean = sum((w / total) * m for w, (m, _) in zip(weights, stats, strict=True))
+        sd = sum((w / total) * d for w, (_, d) in zip(weights, stats, strict=True))
+        return mean, sd
+
+    def transfer_features(self, content, styles=None, *, alpha=1.0, style_weights=None,
+                          statistics=None) -> Tensor:  # fmt: skip
+        """The decoder's input: ``alpha t + (1 - alpha) f(c)``, ``t`` the (mixed) AdaIN output."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if (styles is None) == (statistics is None):
+            raise ValueError("give style images or their statistics (one of the two)")
+        mean, sd = statistics or self.style_statistics(styles, style_weights)
         h, w = content.shape[-2:]
         fc = self.encode(F.pad(content, [0, (-w) % 8, 0, (-h) % 8], mode="reflect"))
-        total = float(sum(weights))
-        t = sum(
-            (wk / total) * adain(fc, self.encode(s)) for wk, s in zip(weights, styles, strict=True)
-        )
+        mu_c, sd_c = _stats(fc, 1e-5)
+        t = sd * (fc - mu_c) / sd_c + mean
         return alpha * t + (1 - alpha) * fc
 
     def config(self) -> dict:
