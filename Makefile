@@ -27,3 +27,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_warp.py
 	.venv/bin/python benchmarks/bench_overhead.py
 	.venv/bin/python benchmarks/bench_style.py
+	.venv/bin/python benchmarks/bench_amortized.py
