@@ -38,7 +38,14 @@ from torch import Tensor, nn
 from ..energies import TotalVariation
 from ..energies.features import capture
 from ..energies.style import gram
-from ..models.stylenets import ENCODER_LAYER, AdaINNet, TransformNet, _stats, save_network
+from ..models.stylenets import (
+    ENCODER_LAYER,
+    AdaINNet,
+    TransformNet,
+    _stats,
+    adain,
+    save_network,
+)
 from .style import CONTENT_LAYERS, DEFAULTS, STYLE_LAYERS, _with_chroma, luminance, match_color
 
 __all__ = [
@@ -182,7 +189,7 @@ class AdaINLoss:
         with torch.no_grad():
             fs = capture(self.model, self.all, style)
             fc = capture(self.model, [ENCODER_LAYER], content)[ENCODER_LAYER]
-            t = adain_features(fc, fs[ENCODER_LAYER])
+            t = adain(fc, fs[ENCODER_LAYER])
             stats = {k: torch.cat(_stats(fs[k], 1e-5), 1) for k in self.layers}
         return t, stats
 
@@ -192,12 +199,6 @@ class AdaINLoss:
         s = sum(_relative_per_image(torch.cat(_stats(f[k], 1e-5), 1), stats[k]) for k in
                 self.layers)  # fmt: skip
         return loss + self.sw * s / len(self.layers)
-
-
-def adain_features(fc: Tensor, fs: Tensor) -> Tensor:
-    from ..models.stylenets import adain
-
-    return adain(fc, fs)
 
 
 # -- the loop ----------------------------------------------------------------------------------
@@ -236,10 +237,10 @@ def train(
     is the ``TransformNet``'s ``contract``/``blocks``/``expand`` (default ``SMALL``), ``width``
     the AdaIN decoder's (``in_channels``: the loss network's at ``relu4_1``). Weights default
     to ``apps.style``'s (content 1, style 5) for johnson and cin, and to content 1, style 1 for
-    adain. ``base`` (cin) is a trained CIN network to
-    which ``styles`` are added, only their ``gamma, beta`` trained. ``content`` defaults to
-    ``content_images()``. ``resume`` continues the checkpoint in ``out`` (same settings; a
-    larger ``steps`` extends it). ``callback(step, row)`` is called after every step."""
+    adain. ``base`` (cin) is a trained CIN network to which ``styles`` are added, only their
+    ``gamma, beta`` trained. ``content`` defaults to ``content_images()``. ``resume`` continues
+    the checkpoint in ``out`` (same settings; a larger ``steps`` extends it).
+    ``callback(step, row)`` is called after every step."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     styles = list(styles)
@@ -266,7 +267,7 @@ def train(
         "size": int(size), "lr": float(lr), "content_weight": float(cw),
         "style_weight": float(sw), "tv_weight": float(tv_weight), "seed": int(seed),
         "arch": {k: list(v) if isinstance(v, tuple | list) else v for k, v in arch.items()},
-        "width": float(width), "base": base is not None,
+        "width": float(width), "in_channels": int(in_channels), "base": base is not None,
         "loss_network": getattr(model, "name", type(model).__name__),
     }  # fmt: skip
     device = next(model.buffers(), next(model.parameters(), torch.empty(0))).device
@@ -309,7 +310,6 @@ def train(
     bar = tqdm(total=steps, initial=start, desc=f"train {kind}", disable=not progress,
                unit="step")  # fmt: skip
     t0 = time.perf_counter()
-    step = start
     try:
         for step in range(start, steps):
             x = random_crops(photos, batch, size, g).to(device)
@@ -339,7 +339,6 @@ def train(
                 callback(step + 1, row)
             if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 _checkpoint(out / CHECKPOINT, net, opt, g, config, history)
-        step = steps
     except BaseException:
         # a checkpoint at the last finished step (a kill -9 keeps the previous one)
         if len(history) > start:

@@ -75,6 +75,9 @@ class CondInstanceNorm(nn.Module):
         return F.instance_norm(x, eps=self.eps) * gamma[..., None, None] + beta[..., None, None]
 
 
+_ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "none": lambda t: t}
+
+
 class _Conv(nn.Module):
     """(upsample x2,) reflection pad, convolution without bias, norm, activation."""
 
@@ -88,7 +91,7 @@ class _Conv(nn.Module):
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         x = self.norm(self.conv(F.pad(x, [self.pad] * 4, mode="reflect")), w)
-        return {"relu": torch.relu, "sigmoid": torch.sigmoid, "none": lambda t: t}[self.act](x)
+        return _ACTIVATIONS[self.act](x)
 
 
 class _Residual(nn.Module):
