@@ -305,6 +305,24 @@ def test_train_style_command_trains_checkpoints_and_resumes(tmp_path):
     assert not (tmp_path / "j").exists()  # refused before its folder was made
 
 
+def test_train_style_trains_on_a_folder_of_the_users_images(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for k in range(2):
+        a = (photo(40 + k, (48, 64))[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(a).save(folder / f"p{k}.png")
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "t"
+    rc = main(["train-style", "--content-dir", str(folder), "--no-photos", "--size", "32",
+               "--photo-size", "40", "--batch", "1", "--steps", "2", "--quiet", "--out",
+               str(out)])  # fmt: skip
+    assert rc == 0
+    spec = json.loads((out / "train.json").read_text())
+    assert spec["content_dir"] == [str(folder)] and spec["photos"] is False
+
+
 def test_a_training_killed_with_sigkill_resumes_to_the_uninterrupted_network(tmp_path):
     import subprocess
     import sys
