@@ -279,6 +279,8 @@ def test_style_command_refuses_what_a_network_cannot_do(tmp_path, capsys):
     assert run("--method", "johnson", "--alpha", "0.5") == 2
     assert run("--method", "gatys", "--alpha", "0.5") == 2
     assert run("--method", "johnson", "--preserve-color", "histogram") == 2
+    assert run("--method", "adain", "--style-weight", "1", "--style-weight", "2") == 2
+    assert "one weight per style" in capsys.readouterr().err
     assert run("--method", "adain", "--weights", "cin-3") == 2
     assert "a cin network, not for --method adain" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -41,6 +41,13 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
+def _check_style_weights(args) -> None:
+    n = len(args.style or [None])  # no --style: the method's default, one style
+    if args.style_weight is not None and len(args.style_weight) != n:
+        raise BadInput(f"--style-weight given {len(args.style_weight)} time(s) for {n} "
+                       "--style: give one weight per style, or none")  # fmt: skip
+
+
 AMORTIZED = ("johnson", "cin", "adain")
 DEFAULT_NETWORK = {"johnson": "johnson-ihc", "cin": "cin-3", "adain": "adain"}
 
@@ -71,11 +78,7 @@ def _style(args: argparse.Namespace) -> None:
     style_size = args.style_size or min(h, w)
     args.style = args.style or ["ihc"]
     styles = [read_image(s, style_size, option="--style") for s in args.style]
-    if args.style_weight is not None and len(args.style_weight) != len(args.style):
-        raise BadInput(
-            f"--style-weight given {len(args.style_weight)} time(s) for {len(args.style)} "
-            "--style image(s): give one weight per style image, or none"
-        )
+    _check_style_weights(args)
     mask = _read_mask(args.mask, (h, w)) if args.mask else None
     if args.method == "gatys" and args.chains not in (None, 1):
         raise BadInput("--chains is for --method posterior (gatys gives one image)")
@@ -195,11 +198,7 @@ def _amortized(args: argparse.Namespace) -> None:
         raise BadInput("--alpha is AdaIN's strength (--method adain); cin blends styles "
                        "with --style-weight")  # fmt: skip
     where = device(args)
-    if args.style_weight is not None and len(args.style_weight) != len(args.style or [None]):
-        raise BadInput(
-            f"--style-weight given {len(args.style_weight)} time(s) for "
-            f"{len(args.style or [None])} --style: give one weight per style, or none"
-        )
+    _check_style_weights(args)
     # the feature model: AdaIN's encoder, and the Gatys energy of the result (when the style
     # images are known: the amortization gap)
     model = load_model(args.model, where) if args.method == "adain" else None
@@ -247,6 +246,8 @@ def _amortized(args: argparse.Namespace) -> None:
 
 
 def _amortized_outputs(args, model, net, spec, meta, content, images, names, y, seconds, out):
+    import torch
+
     from ..apps.style import style_energy
     from ..diagnostics.plots import image_grid
 
@@ -265,8 +266,6 @@ def _amortized_outputs(args, model, net, spec, meta, content, images, names, y, 
     }  # fmt: skip
     if images and model is not None:
         energy = style_energy(model, content, images, style_weights=args.style_weight)
-        import torch
-
         with torch.no_grad():
             total, terms = energy.evaluate(y)
         card["gatys_energy"] = {"energy": float(total.sum()),
