@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU: the CUDA tests (agreement with the CPU, exactness on the
 # GPU, the apps and the command), the demo on the GPU, and the app and sampler benchmarks
-# with --device cuda (the app benchmark also at a GPU-sized batch: 64 chains of 224 px).
+# with --device cuda (the app benchmark also at a GPU-sized batch: 64 chains of 224 px), and
+# a short style-network training on the GPU (its seconds per step are in run.json).
 # Every step runs even if one before it fails; the logs go to OUT_DIR.
 # Usage: scripts/gpu_check.sh [OUT_DIR]      (python3 must import langevin_images and torch)
 #        QUICK=1 scripts/gpu_check.sh ...    (no demo, quick benchmarks: about a minute less)
@@ -40,3 +41,7 @@ $py benchmarks/bench_apps.py "${quick[@]}" --device cuda --json "$out/apps_cuda.
 $py benchmarks/bench_apps.py "${quick[@]}" --device cuda --chains 64 --size 224 --json "$out/apps_cuda_64x224.json" \
     2>&1 | tee "$out/bench_apps_cuda_64x224.log"
 $py benchmarks/bench_sampler.py "${quick[@]}" --device cuda 2>&1 | tee "$out/bench_sampler_cuda.log"
+$py -m langevin_images.cli train-style --kind johnson --style ihc --size 128 --batch 4 \
+    --steps "$([ ${#quick[@]} -eq 0 ] && echo 200 || echo 40)" --device cuda --quiet --force \
+    --out "${TMPDIR:-/tmp}/train_style_cuda" 2>&1 | tee "$out/train_style_cuda.log"
+cp "${TMPDIR:-/tmp}/train_style_cuda/run.json" "$out/train_style_cuda.json" 2>/dev/null

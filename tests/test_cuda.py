@@ -178,3 +178,26 @@ def test_a_diverging_chain_stops_a_cuda_run_with_its_name():
 
     with pytest.raises(li.DivergenceError, match=r"chain 3 diverged .* (2\d|30) steps in a row"):
         li.sample(energy, torch.zeros((5, 2), device=CUDA) + 0.1, steps=100, progress=False)
+
+
+def test_amortized_style_on_cuda_trains_and_agrees_with_the_cpu(tmp_path):
+    """A short CIN training runs on the GPU and lowers its loss; the imported multistyle26
+    network gives the CPU's stylization; the command runs a committed network there."""
+    from test_amortized import TINY, photos, tiny_vgg32
+
+    from langevin_images.apps.amortized import stylize, train
+    from langevin_images.models.stylenets import load_network
+
+    vgg = tiny_vgg32().to(CUDA)
+    result = train("cin", [p.to(CUDA) for p in photos(2, (32, 32))], model=vgg,
+                   out=tmp_path / "t", steps=30, batch=2, size=32, lr=5e-3, arch=TINY,
+                   content=photos(), progress=False)  # fmt: skip
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    assert last < first
+    net, _, _ = load_network("multistyle26")
+    x = photos(1, (64, 96))[0]
+    cpu = stylize(net, x, style=7)
+    gpu = stylize(net.to(CUDA), x.to(CUDA), style=7).cpu()
+    assert float((cpu - gpu).abs().max()) < 1e-3
+    assert main(["style", "--method", "adain", "--size", "64", "--device", "cuda", "--quiet",
+                 "--out", str(tmp_path / "s")]) == 0  # fmt: skip

@@ -326,10 +326,11 @@ def train(
                 per_image = loss_fn(y, x, which.to(device))  # the loss's targets: styles
             per_image.mean().backward()
             opt.step()
-            row = {"step": step + 1, "loss": float(per_image.detach().mean())}
+            losses = per_image.detach().cpu()  # one transfer from the device a step
+            row = {"step": step + 1, "loss": float(losses.mean())}
             for k in index.unique().tolist():
                 label = names[k] if adain_kind else net.style_names[k]
-                row[f"loss_{label}"] = float(per_image.detach()[index == k].mean())
+                row[f"loss_{label}"] = float(losses[index == k].mean())
             history.append(row)
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"the loss is {row['loss']} at step {step + 1}")
