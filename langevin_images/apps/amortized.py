@@ -44,6 +44,7 @@ from ..models.stylenets import (
     TransformNet,
     _stats,
     adain,
+    save_atomically,
     save_network,
 )
 from .style import CONTENT_LAYERS, DEFAULTS, STYLE_LAYERS, _with_chroma, luminance, match_color
@@ -385,9 +386,7 @@ def _checkpoint(path: Path, net, opt, g, config, history) -> None:
         "history": [[float(row.get(k, math.nan)) for k in _columns(history)] for row in history],
         "columns": _columns(history),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    save_atomically(state, path)
 
 
 def _columns(history) -> list[str]:

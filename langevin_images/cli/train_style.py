@@ -14,6 +14,7 @@ from ..runs import atomic_write, model_card, save_png, write_card
 from .common import (
     BadInput,
     add_common,
+    argv_given,
     device,
     load_model,
     nonneg_float,
@@ -90,7 +91,8 @@ def _train_style(args: argparse.Namespace) -> None:
         meta["resumed_with"] = command
     else:
         args.command_line = command
-        spec = {k: v for k, v in vars(args).items() if k not in ("func", "argv", "resume")}
+        skip = ("func", "parser", "argv", "resume")
+        spec = {k: v for k, v in vars(args).items() if k not in skip}
         atomic_write(out / SPEC, json.dumps(spec, indent=2))
         # marks the folder as a run's (so --force may replace it) until the final card
         write_card(out, {"job": "train-style", "status": "training (see checkpoint.pt)",
@@ -125,9 +127,7 @@ def _resumed(args):
     if not (path / SPEC).is_file() or not (path / "checkpoint.pt").is_file():
         raise BadInput(f"--resume {args.resume}: no training there ({SPEC} and checkpoint.pt)")
     spec = json.loads((path / SPEC).read_text())
-    spelled = {t[2:].split("=", 1)[0].replace("-", "_") for t in args.argv or [] if
-               t.startswith("--")}  # fmt: skip
-    given = spelled & {"steps", "quiet", "threads", "device"}
+    given = argv_given(args.argv or [], args.parser) & {"steps", "quiet", "threads", "device"}
     for k, v in spec.items():
         if k not in given:
             setattr(args, k, v)
@@ -267,4 +267,4 @@ def add_parsers(sub) -> None:
         metavar="OUT",
         help="continue the training in OUT (its settings; --steps may extend it)",
     )
-    p.set_defaults(func=_train_style)
+    p.set_defaults(func=_train_style, parser=p)

