@@ -527,9 +527,10 @@ def save_png(array, path: Path) -> None:
 # ---- diagnostics and metrics of a finished run ---------------------------------------------
 
 
-def write_diagnostics(dt, out: Path) -> tuple:
+def write_diagnostics(dt, out: Path, *, plots: bool = True) -> tuple:
     """Summary table, verdict and plots of a run's DataTree into ``out``: (verdict, worst
-    pixels or None, the files written)."""
+    pixels or None, the files written). ``plots=False`` writes the table alone (a study's
+    runs: the plots are most of a small run's time, and the study draws its own)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -541,6 +542,8 @@ def write_diagnostics(dt, out: Path) -> tuple:
     verdict = D.diagnose(dt)
     atomic_write(out / "summary.csv", verdict.table.to_csv(float_format="%.6g"))
     written = ["summary.csv"]
+    if not plots:
+        return verdict, None, written
     post = dt["posterior"]
     has_images = "image" in post
     if has_images and post.sizes["draw"] > 0:
@@ -557,11 +560,11 @@ def write_diagnostics(dt, out: Path) -> tuple:
         plt.close("all")
         return verdict, None, written
     several = len(P.first_group_chains(dt)) >= 2  # rank plots and R-hat need two chains
-    plots = [("trace.png", P.plot_trace), ("autocorr.png", P.plot_autocorr),
-             ("ess_evolution.png", P.plot_ess_evolution)]  # fmt: skip
+    figures = [("trace.png", P.plot_trace), ("autocorr.png", P.plot_autocorr),
+               ("ess_evolution.png", P.plot_ess_evolution)]  # fmt: skip
     if several:
-        plots.insert(1, ("rank.png", P.plot_rank))
-    for name, fn in plots:
+        figures.insert(1, ("rank.png", P.plot_rank))
+    for name, fn in figures:
         savefig(fn(dt), name)
     savefig(P.plot_sampler_stats(dt), "sampler_stats.png")
     worst = None
@@ -693,8 +696,10 @@ def execute(
     force: bool = False,
     argv: Sequence[str] | None = None,
     say: Callable[[str], None] = lambda line: None,
+    plots: bool = True,
 ) -> RunResult:
-    """Run ``spec`` into the folder ``out`` (see the module's docstring for what it holds)."""
+    """Run ``spec`` into the folder ``out`` (see the module's docstring for what it holds);
+    ``plots=False`` leaves out the diagnostic plots and chain.gif."""
     from .recording import ZarrRecorder
     from .samplers import sample
 
@@ -706,7 +711,7 @@ def execute(
         write_card(path, card)
         recorder = ZarrRecorder(path / RECORD, buffer_steps=spec.checkpoint_every)
         return _sample_into(
-            built, path, card, say, resumed=False,
+            built, path, card, say, resumed=False, plots=plots,
             call=lambda: sample(
                 built.energy, built.x0, **built.sampler, progress=progress, record_to=recorder,
                 spec=spec.to_dict(), chain_groups=built.target_per_chain.tolist(),
@@ -757,6 +762,7 @@ def resume_folder(
     progress: bool = True,
     argv: Sequence[str] | None = None,
     say: Callable[[str], None] = lambda line: None,
+    plots: bool = True,
 ) -> RunResult:
     """Continue the killed or interrupted run in the folder ``out`` to its last step, then
     write its outputs as ``execute`` does. ``spec``, if given, must be the folder's own."""
@@ -774,7 +780,7 @@ def resume_folder(
     card["resumed"] = True
     write_card(path, card)
     return _sample_into(
-        built, path, card, say, resumed=True,
+        built, path, card, say, resumed=True, plots=plots,
         call=lambda: resume_run(
             path / RECORD, built.energy, preconditioner=built.sampler["preconditioner"],
             spec=stored.to_dict(), progress=progress,
@@ -782,7 +788,9 @@ def resume_folder(
     )  # fmt: skip
 
 
-def _sample_into(built: Built, path: Path, card: dict, say, *, resumed: bool, call) -> RunResult:
+def _sample_into(
+    built: Built, path: Path, card: dict, say, *, resumed: bool, call, plots: bool = True
+) -> RunResult:
     """Run ``call()`` (a ``sample`` or a ``resume``), then write the folder's outputs. A run
     stopped by divergence keeps what it recorded; an interrupt is reported by the caller."""
     from .samplers import DivergenceError
@@ -804,7 +812,7 @@ def _sample_into(built: Built, path: Path, card: dict, say, *, resumed: bool, ca
         except OSError:  # the disk that failed the record fails the card too
             pass
         raise
-    return _finish(built, run, path, card, time.perf_counter() - t0, say)
+    return _finish(built, run, path, card, time.perf_counter() - t0, say, plots=plots)
 
 
 def _announce(built: Built, *, resumed: bool) -> str:
@@ -817,7 +825,9 @@ def _announce(built: Built, *, resumed: bool) -> str:
     )
 
 
-def _finish(built: Built, run, path: Path, card: dict, seconds: float, say) -> RunResult:
+def _finish(
+    built: Built, run, path: Path, card: dict, seconds: float, say, *, plots: bool = True
+) -> RunResult:
     from . import diagnostics as D
     from .diagnostics.plots import draws_grid, image_grid
 
@@ -846,7 +856,7 @@ def _finish(built: Built, run, path: Path, card: dict, seconds: float, say) -> R
     per = built.spec.chains
     by_target = final.reshape(len(built.targets), per, *built.shape).transpose(0, 1)
     save_png(image_grid(by_target.numpy()), path / "final.png")  # one column per target
-    verdict, worst, written = write_diagnostics(dt, path)
+    verdict, worst, written = write_diagnostics(dt, path, plots=plots)
     found = metrics(built, final)
     card.update(
         status="done",
