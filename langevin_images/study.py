@@ -344,7 +344,7 @@ def run_point(
             if result.interrupted:
                 return {"name": name, "status": "interrupted", "seconds": time.perf_counter() - t0}
             figures = point_metrics(partial, run_spec, seconds=result.seconds)
-            atomic_write(partial / METRICS, R._json(figures))
+            atomic_write(partial / METRICS, R._json(_infinities_as_text(figures)))
         except Exception as err:
             _record_failure(runs_dir, name, spec, err, traceback.format_exc())
             return {"name": name, "status": "failed", "seconds": time.perf_counter() - t0,
@@ -354,6 +354,16 @@ def run_point(
     finally:
         marker.unlink(missing_ok=True)
         _unlock(fd)
+
+
+def _infinities_as_text(obj):
+    """inf -> "inf" (an R-hat of chains that never moved; strict JSON has no infinity, and
+    null is kept for NaN, a figure that does not exist)."""
+    if isinstance(obj, dict):
+        return {k: _infinities_as_text(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    return obj
 
 
 def _execute_or_resume(spec: RunSpec, partial: Path, *, plots: bool):
@@ -434,7 +444,8 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
     for c in dict.fromkeys(groups.tolist()):
         idx = np.flatnonzero(groups == c)
         sub = xr.DataTree.from_dict({"posterior": post.isel(chain=idx)})
-        table = D.summary(sub) if len(idx) >= 2 and post.sizes["draw"] >= 4 else None
+        with np.errstate(divide="ignore", invalid="ignore"):  # chains that never moved
+            table = D.summary(sub) if len(idx) >= 2 and post.sizes["draw"] >= 4 else None
         f = feats[idx]
         t = {
             "model_prob": float(model_logits[idx].softmax(1)[:, c].mean()),
@@ -444,8 +455,11 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
             "rhat_max": math.nan, "ess_bulk_min": math.nan, "ess_bulk_min_per_grad": math.nan,
         }  # fmt: skip
         if table is not None and not descent:  # an optimization has no R-hat or ESS
-            t["rhat_max"] = float(table["r_hat"].max())
-            t["ess_bulk_min"] = float(table["ess_bulk"].min())
+            # every summary NaN: chains that never moved (no within-chain variance), which is
+            # as far from converged as it gets
+            rhat, ess = table["r_hat"], table["ess_bulk"]
+            t["rhat_max"] = float(rhat.max()) if rhat.notna().any() else math.inf
+            t["ess_bulk_min"] = float(ess.min()) if ess.notna().any() else 0.0
             t["ess_bulk_min_per_grad"] = t["ess_bulk_min"] / max(grad_evals, 1)
         if judge_logits is not None:
             p = judge_logits[idx].softmax(1)
@@ -796,11 +810,11 @@ def gather(study: Study, out: str | os.PathLike):
             per_target = {k: np.full([*shape, len(targets)], np.nan) for k in TARGET_VARS}
         for k, v in m["run"].items():
             if k in run_vars and v is not None:
-                run_vars[k][at] = v
+                run_vars[k][at] = float(v)
         for j, c in enumerate(targets):
             for k, v in m["targets"].get(c, {}).items():
                 if k in per_target and v is not None:
-                    per_target[k][(*at, j)] = v
+                    per_target[k][(*at, j)] = float(v)
         dt = xr.open_datatree(folder / "run.nc", engine="h5netcdf")
         image = torch.from_numpy(dt["posterior"]["image"].isel(draw=-1).values)
         groups = dt["posterior"]["chain_group"].values
