@@ -20,6 +20,7 @@ Every file is written to a temporary name and renamed into place, so none is eve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -306,6 +307,15 @@ def check_disk(built: Built, out: str | os.PathLike) -> None:
         )
 
 
+@functools.cache
+def _mnist_train() -> torch.Tensor:
+    """The MNIST training images, loaded once per process (read only: the fitted prior is
+    fitted to them, and cached on this tensor)."""
+    from .datasets import load_mnist
+
+    return load_mnist("train")[0]
+
+
 def build(spec: RunSpec) -> Built:
     """The energy, start and sampler arguments of ``spec``, made in this process.
 
@@ -352,9 +362,7 @@ def build(spec: RunSpec) -> Built:
     parsed = [(n, w * prior_factor, params) for n, w, params in map(parse_prior, priors)]
     train = None
     if spec.model in MNIST_MODELS and any(n == "fitted" for n, _, _ in parsed):
-        from .datasets import load_mnist
-
-        train, _ = load_mnist("train")
+        train = _mnist_train()
     prior = build_prior(parsed, shape, data=train)
     precond = prior.preconditioner
     if spec.precondition == "none":
@@ -585,20 +593,34 @@ def verdict_card(verdict, worst) -> dict:
     return card
 
 
+@functools.cache
+def judge_reference(model_name: str, device: str = "cpu"):
+    """(judge, its penultimate features of the MNIST test images, their labels) for an MNIST
+    model, loaded once per process and device: the judge is the other MNIST classifier, never
+    the sampling energy. (None, None, None) for other models."""
+    from . import diagnostics as D
+    from .models import load_model
+
+    if model_name not in MNIST_MODELS:
+        return None, None, None
+    from .datasets import load_mnist
+
+    judge = load_model("mnist-judge" if model_name == "mnist" else "mnist").to(device)
+    test, labels = load_mnist("test")
+    return judge, D.penultimate(judge)(test), labels
+
+
 def metrics(built: Built, final: torch.Tensor) -> dict:
     """Realism (judge, Fréchet distance to real data, prior energy) and diversity figures of
     the final draws ``(chains, C, H, W)``."""
     from . import diagnostics as D
     from .diagnostics.metrics import _logits
     from .energies.base import model_parameter
-    from .models import load_model
 
     spec, model, target_t = built.spec, built.model, built.target_per_chain
     out: dict = {}
-    judge = None
-    if spec.model in MNIST_MODELS:
-        judge_name = "mnist-judge" if spec.model == "mnist" else "mnist"
-        judge = load_model(judge_name).to(model_parameter(model).device)  # beside the sampler's
+    judge, test_features, _ = judge_reference(spec.model, str(model_parameter(model).device))
+    if judge is not None:
         out["judge"] = judge.name
         logits = _logits(judge, final)
         hit = (logits.argmax(1) == target_t).double()
@@ -607,11 +629,8 @@ def metrics(built: Built, final: torch.Tensor) -> dict:
             str(c): float(hit[target_t == c].mean()) for c in built.targets
         }
         out["judge_prob"] = float(logits.softmax(1).gather(1, target_t[:, None])[:, 0].mean())
-        from .datasets import load_mnist
-
-        test, _ = load_mnist("test")
         feats = D.penultimate(judge)
-        out["frechet_to_mnist_test"] = D.frechet_distance(feats(final), feats(test))
+        out["frechet_to_mnist_test"] = D.frechet_distance(feats(final), test_features)
     features = D.penultimate(judge if judge is not None else model)
     vendi, pairwise = [], []
     for c in built.targets:

@@ -54,19 +54,20 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .runs import MNIST_MODELS, RunFolderError, RunSpec, atomic_write
+from .runs import RunFolderError, RunSpec, atomic_write, judge_reference
 
 __all__ = [
     "Point",
     "Study",
     "StudyResult",
+    "configurations",
     "gather",
+    "grid_dims",
     "pareto_front",
     "plot_ess_per_grad",
     "plot_samples",
@@ -399,21 +400,6 @@ def _record_failure(runs_dir: Path, name: str, spec: dict, err: BaseException | 
 # ---- what a run gives the study -------------------------------------------------------------
 
 
-@cache
-def _judge(model_name: str):
-    """The judge of a model (a classifier never used in its energy) and the held-out test
-    images and labels, loaded once per process; (None, None, None) for models without one."""
-    if model_name not in MNIST_MODELS:
-        return None, None, None
-    from .datasets import load_mnist
-    from .diagnostics import penultimate
-    from .models import load_model
-
-    judge = load_model("mnist-judge" if model_name == "mnist" else "mnist")
-    test, labels = load_mnist("test")
-    return judge, penultimate(judge)(test), labels
-
-
 def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, Any]:
     """The study's figures of the finished run in ``folder``: run-level and per target."""
     import torch
@@ -431,7 +417,7 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
     stats = ZarrRecorder.open(folder / "record.zarr").get_stats()
     warmup = int(post.attrs["warmup"])
     grad_evals = int(post.attrs["grad_evals"])
-    judge, test_features, test_labels = _judge(spec.model)
+    judge, test_features, test_labels = judge_reference(spec.model)
     model = load_model(spec.model, weights=spec.weights)
     features = D.penultimate(judge if judge is not None else model)
     feats = features(final)
@@ -500,9 +486,13 @@ class _InProcess(cf.Executor):
         return future
 
 
-def _watch_parent() -> None:
-    """In a pool worker: exit when the study process is gone (killed), instead of finishing
-    a run nobody waits for (the next study would wait on its lock)."""
+def _worker_init() -> None:
+    """A pool worker's start: the CPU allocator settings of ``cpu.tune_malloc`` (1.3x faster
+    MNIST steps), and exit when the study process is gone (killed), instead of finishing a
+    run nobody waits for (the next study would wait on its lock)."""
+    from .cpu import tune_malloc
+
+    tune_malloc()
     parent = os.getppid()
 
     def watch():
@@ -523,7 +513,7 @@ def _pool(workers: int) -> cf.Executor:
         os.environ.setdefault(var, "1")
     return cf.ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_watch_parent,
+        initializer=_worker_init,
     )  # fmt: skip
 
 
@@ -665,6 +655,9 @@ def _executor(workers: int, scheduler: str | None) -> tuple[cf.Executor, list]:
                                processes=True, dashboard_address=None)  # fmt: skip
         client = Client(cluster)
         closers = [client.close, cluster.close]
+        from .cpu import tune_malloc
+
+        client.run(tune_malloc)  # our own workers: the pool's allocator settings
     else:
         try:
             client = Client(scheduler, timeout="20s")
@@ -884,7 +877,7 @@ def write_outputs(study: Study, out: str | os.PathLike):
 # ---- tables, fronts and plots ---------------------------------------------------------------
 
 
-def _dims(ds) -> list[str]:
+def grid_dims(ds) -> list[str]:
     return json.loads(ds.attrs["dims"])
 
 
@@ -893,7 +886,7 @@ def configurations(ds):
     a pandas DataFrame with the grid keys as columns, and ``pareto`` marked."""
     import pandas as pd
 
-    dims = _dims(ds)
+    dims = grid_dims(ds)
     realism, diversity = ds.attrs["realism"], ds.attrs["diversity"]
     rows = []
     for combo in itertools.product(*[ds[d].values for d in dims]):
@@ -973,7 +966,7 @@ def plot_tradeoff(ds):
 
     df = configurations(ds)
     realism, diversity = ds.attrs["realism"], ds.attrs["diversity"]
-    curve, along, rest = _roles(_dims(ds))
+    curve, along, rest = _roles(grid_dims(ds))
     panels = list(itertools.product(*[ds[k].values for k in rest])) or [()]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     for ax, combo in zip(axes[0], panels, strict=True):
@@ -1010,7 +1003,7 @@ def plot_ess_per_grad(ds):
     import matplotlib.pyplot as plt
 
     df = configurations(ds)
-    dims = _dims(ds)
+    dims = grid_dims(ds)
     vals = df["ess_bulk_min_per_grad"].to_numpy()
     if not np.isfinite(vals).any():
         return None
@@ -1036,7 +1029,7 @@ def plot_samples(tree) -> list[tuple[str, Any]]:
 
     final = tree["samples"]["final"]
     ds = tree.to_dataset()
-    curve, along, rest = _roles(_dims(ds))
+    curve, along, rest = _roles(grid_dims(ds))
     final = final.isel(seed=0)
     out = []
     for combo in itertools.product(*[final[k].values for k in rest]) or [()]:
@@ -1076,7 +1069,7 @@ def plot_samples(tree) -> list[tuple[str, Any]]:
 def report(ds) -> str:
     """The study's table (one row per configuration) and the Pareto-optimal ones, Markdown."""
     df = configurations(ds)
-    dims = _dims(ds)
+    dims = grid_dims(ds)
     realism, diversity = ds.attrs["realism"], ds.attrs["diversity"]
     status = ds["status"].values
     n, done, failed = status.size, int((status == "done").sum()), int((status == "failed").sum())
