@@ -5,7 +5,13 @@ from . import kernel, kernels, pcn, preconditioners
 from .constraints import Box
 from .driver import METHODS, DivergenceError, Run, resume, sample
 from .kernels import KERNELS, build_kernel, register
-from .parameters import LangevinParameters, from_three_epsilons, sample_three_epsilons
+from .parameters import (
+    LangevinParameters,
+    from_gradient_ascent,
+    from_sgld,
+    from_three_epsilons,
+    sample_three_epsilons,
+)
 from .preconditioners import (
     ColorFourier,
     Dense,
@@ -29,6 +35,8 @@ __all__ = [
     "LowRankPlusDiagonal",
     "Run",
     "build_kernel",
+    "from_gradient_ascent",
+    "from_sgld",
     "from_three_epsilons",
     "kernel",
     "kernels",

@@ -18,7 +18,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["LangevinParameters", "from_three_epsilons", "sample_three_epsilons"]
+__all__ = [
+    "LangevinParameters",
+    "from_gradient_ascent",
+    "from_sgld",
+    "from_three_epsilons",
+    "sample_three_epsilons",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,32 @@ def from_three_epsilons(
         temperature=eps3**2 / (2.0 * step),
         prior_weight=eps1 / step,
         likelihood_weight=likelihood_weight,
+    )
+
+
+def from_sgld(
+    step_size: float, noise_std: float, *, likelihood_weight: float = 1.0
+) -> LangevinParameters:
+    """The ``(eps, T, lambda)`` of the stochastic-gradient Langevin update
+    ``x + step_size * grad log p(y|x) + N(0, noise_std^2)`` with no separate prior (JEM's
+    sampler, for example): the three epsilons ``(0, step_size, noise_std)``, so
+    ``T = noise_std^2 / (2 step_size)`` per unit likelihood weight. Welling & Teh's SGLD,
+    ``step_size = eps/2`` and ``noise_std = sqrt(eps)``, is ``T = 1``: the posterior itself.
+    """
+    return from_three_epsilons(0.0, step_size, noise_std, likelihood_weight=likelihood_weight)
+
+
+def from_gradient_ascent(step_size: float, *, l2: float = 0.0, decay: float = 0.0):
+    """The ``(eps, T, lambda)`` of noiseless gradient ascent on a class score (or log
+    probability) ``S(x)``: ``x + step_size * (grad S(x) - 2 l2 x)`` (Simonyan et al.'s penalty
+    ``l2 |x|^2``), and a decay ``x <- (1 - decay) x`` after each step (Yosinski et al.'s
+    ``theta_decay``). Both are a Gaussian prior ``|x|^2 / 2`` of weight
+    ``2 l2 + decay / step_size`` at ``T = 0``, with ``lambda_lik = 1``."""
+    values = (step_size, l2, decay)
+    if not all(math.isfinite(float(v)) for v in values) or step_size <= 0 or l2 < 0 or decay < 0:
+        raise ValueError(f"gradient ascent needs step_size > 0, l2 >= 0, decay >= 0, got {values}")
+    return LangevinParameters(
+        step_size=step_size, temperature=0.0, prior_weight=2.0 * l2 + decay / step_size
     )
 
 
