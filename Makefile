@@ -28,3 +28,4 @@ bench: setup
 	.venv/bin/python benchmarks/bench_overhead.py
 	.venv/bin/python benchmarks/bench_style.py
 	.venv/bin/python benchmarks/bench_amortized.py
+	.venv/bin/python benchmarks/bench_study.py

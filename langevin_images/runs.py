@@ -539,19 +539,20 @@ def write_diagnostics(dt, out: Path, *, plots: bool = True) -> tuple:
     """Summary table, verdict and plots of a run's DataTree into ``out``: (verdict, worst
     pixels or None, the files written). ``plots=False`` writes the table alone (a study's
     runs: the plots are most of a small run's time, and the study draws its own)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from . import diagnostics as D
-    from .diagnostics import plots as P
 
     verdict = D.diagnose(dt)
     atomic_write(out / "summary.csv", verdict.table.to_csv(float_format="%.6g"))
     written = ["summary.csv"]
     if not plots:
         return verdict, None, written
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .diagnostics import plots as P
+
     post = dt["posterior"]
     has_images = "image" in post
     if has_images and post.sizes["draw"] > 0:

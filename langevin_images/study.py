@@ -635,7 +635,7 @@ def _interrupt(executor: cf.Executor) -> None:
 
     for proc in list(getattr(executor, "_processes", None) or {}).copy():
         try:
-            os.kill(executor._processes[proc].pid, signal.SIGINT)
+            os.kill(executor._processes[proc].pid, signal.SIGTERM)
         except (OSError, KeyError, AttributeError):
             pass
 
@@ -686,7 +686,7 @@ def _drive(study, todo, holder, runs_dir, status, ran, retry_failed, progress) -
 
     bar = tqdm(total=len(todo), desc=f"study {study.name}", unit="run", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)  # fmt: skip
-    crashes = 0
+    crashes, shown, tty = 0, time.monotonic(), sys.stderr.isatty()
     try:
         submit([p.name for p in todo])
         while submitted:
@@ -736,8 +736,11 @@ def _drive(study, todo, holder, runs_dir, status, ran, retry_failed, progress) -
                 holder[0].shutdown(wait=False)
                 holder[0] = _pool(holder[0]._max_workers)
                 submit(again)
-            bar.set_postfix_str(_progress_line(status, runs_dir), refresh=False)
-            bar.refresh()
+            # each second on a terminal; in a log file, every 30 s (and at each finished run)
+            if done or tty or time.monotonic() - shown > 30:
+                bar.set_postfix_str(_progress_line(status, runs_dir), refresh=False)
+                bar.refresh()
+                shown = time.monotonic()
     finally:
         bar.close()
 
@@ -848,10 +851,8 @@ def gather(study: Study, out: str | os.PathLike):
 
 
 def write_outputs(study: Study, out: str | os.PathLike):
-    """``study.nc``, the plots and ``report.md``; returns the DataTree."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """``study.nc``, the plots and ``report.md``; returns the DataTree. (The figures are made
+    with pyplot's current backend, as a notebook shows them, and closed once saved.)"""
     import matplotlib.pyplot as plt
 
     from .runs import write_netcdf
@@ -861,15 +862,13 @@ def write_outputs(study: Study, out: str | os.PathLike):
     write_netcdf(tree, out / "study.nc")
     ds = tree.to_dataset()
     if "judge_prob" in ds or "model_prob" in ds:
-        for name, fig in [("tradeoff.png", plot_tradeoff(ds)),
-                          ("ess_per_grad.png", plot_ess_per_grad(ds))]:  # fmt: skip
+        figures = [("tradeoff.png", plot_tradeoff(ds)), ("ess_per_grad.png", plot_ess_per_grad(ds))]
+        if "samples" in tree.children:
+            figures += [(f"samples{suffix}.png", fig) for suffix, fig in plot_samples(tree)]
+        for name, fig in figures:
             if fig is not None:
                 atomic_write(out / name, lambda p, fig=fig: fig.savefig(p, format="png", dpi=110))
-        if "samples" in tree.children:
-            for suffix, fig in plot_samples(tree):
-                atomic_write(out / f"samples{suffix}.png",
-                             lambda p, fig=fig: fig.savefig(p, format="png", dpi=110))  # fmt: skip
-        plt.close("all")
+                plt.close(fig)
     atomic_write(out / "report.md", report(ds))
     return tree
 
@@ -1112,7 +1111,7 @@ def report(ds) -> str:
                 se = row[f"{c}_se"]
                 cells.append(f"{v:.3f}" + (f" ± {se:.3f}" if np.isfinite(se) else ""))
             elif c == "ess_bulk_min_per_grad":
-                cells.append(f"{v * 1e3:.2f}")
+                cells.append(f"{v * 1e3:.2f}" if np.isfinite(v) else "")
             elif c in ("divergences", "seconds"):
                 cells.append(f"{v:.0f}" if np.isfinite(v) else "")
             else:

@@ -12,129 +12,117 @@
 # ---
 
 # %% [markdown]
-# # Image priors compared: realism against variety
+# # Image priors compared: realism against variety, from one study
 #
 # Sampling $p(x \mid y) \propto p(y \mid x)\,p(x)$ from a classifier needs a prior: without one,
-# the classifier is confident on images that look like noise to a person. This notebook samples
-# class-conditional MNIST digits under five priors and three temperatures, and measures both
-# sides of the trade-off:
+# the classifier is confident on images that look like noise to a person. This notebook runs
+# the study `studies/priors.toml` (four priors × four temperatures × MALA/ULA on three MNIST
+# digits, two seeds) with `langevin_images.study`, which is what
+# `langevin-images study studies/priors.toml --out out/study-priors` runs, and reads back its
+# `study.nc`. If the command has run already, the study finds its runs done and only gathers.
 #
-# - **realism**: the judge classifier's top-1 rate (a classifier never used in the energy) and
-#   the Fréchet distance between judge features of the samples and of real test digits;
-# - **variety**: the Vendi score of the judge features within a digit, and the mean pairwise
-#   pixel distance.
-#
-# Priors: none, isotropic Gaussian, total variation, a blur penalty (all but the Gaussians
-# sampled on $[0, 1]$ through the sampler's exact logistic reparameterization), and the Gaussian
-# fitted to MNIST (preconditioned by its covariance).
+# - **realism**: the probability the judge (`mnist-judge`, a classifier the energy never uses)
+#   gives the target digit, its top-1 rate, and the Fréchet distance of judge features to the
+#   test digits of that class;
+# - **variety**: the Vendi score of the judge's centred features within a digit (1 to
+#   chains − 1), and the mean pairwise pixel distance;
+# - **did it mix**: the worst R-hat and the smallest bulk ESS per gradient evaluation over the
+#   scalar summaries of each digit's chains.
 
 # %%
 import os
+from pathlib import Path
 
 import matplotlib.pyplot as plt
-import pandas as pd
-import torch
+import xarray as xr
 
-import langevin_images as li
-from langevin_images import diagnostics as D
+from langevin_images import study as S
 from langevin_images.cpu import tune_malloc
-from langevin_images.datasets import load_mnist
-from langevin_images.diagnostics.plots import image_grid
-from langevin_images.energies import ClassLikelihood, build_prior
-from langevin_images.models import load_model
 
 tune_malloc()  # PyTorch's activations stay in the heap: 1.3-1.5x faster CPU steps
 
 SMALL = os.environ.get("LANGEVIN_IMAGES_SMALL") == "1"
-PER_CLASS = 2 if SMALL else 8
-WARMUP, STEPS = (40, 20) if SMALL else (300, 200)
-TEMPERATURES = [0.1] if SMALL else [0.03, 0.1, 0.3]
-WEIGHT = 100.0  # likelihood weight
-
-train, _ = load_mnist("train")
-test, _ = load_mnist("test")
-mnist, judge = load_model("mnist"), load_model("mnist-judge")
-features = D.penultimate(judge)
-reference = features(test[:2000] if SMALL else test)
-# the priors as the command line names them (`--prior NAME=WEIGHT`), from the one registry
-PRIORS = {}
-for spelled in ["none", "gaussian=1", "tv=0.5", "blur=5", "fitted=1"]:
-    built = build_prior([spelled], (1, 28, 28), data=train)
-    PRIORS[spelled.split("=")[0]] = (built.energy, built.preconditioner, built.bounds)
-targets = torch.arange(10).repeat_interleave(PER_CLASS)
-g = torch.Generator().manual_seed(0)
-x0 = train.mean(0, keepdim=True) + 0.1 * torch.randn((len(targets), 1, 28, 28), generator=g)
+ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+study = S.Study.load(ROOT / "studies" / "priors.toml")
+if SMALL:  # the same study, shrunk: 2 priors x 2 temperatures, MALA, a few steps
+    study = S.Study.from_dict({
+        "study": {**{k: list(v) if isinstance(v, tuple) else v for k, v in study.base.items()},
+                  "chains": 3, "steps": 20, "warmup": 20, "seeds": [0, 1], "name": "priors-small"},
+        "grid": {"prior": ["fitted=1", "gaussian=1"], "temperature": [0.1, 1.0]},
+    })  # fmt: skip
+out = ROOT / "out" / f"study-{study.name}"
+result = S.run_study(study, out, workers=0 if SMALL else 2, progress=not SMALL)
+print(f"{len(result.points)} runs, {len(result.ran)} made now, {len(result.failed)} failed")
 
 # %% [markdown]
-# One run per prior and temperature: 10 digits, `PER_CLASS` chains each, MALA with dual
-# averaging. The realism and variety figures are computed on the final draws.
+# ## The gathered DataTree
+#
+# One variable per figure, with the grid keys, `seed` and `target` as dimensions; the final
+# draws are in the `samples` group.
 
 # %%
-rows, finals = [], {}
-for name, (prior, precond, bounds) in PRIORS.items():
-    for temperature in TEMPERATURES:
-        energy = WEIGHT * ClassLikelihood(mnist, targets)
-        energy = energy + prior if prior is not None else energy
-        run = li.sample(
-            energy,
-            x0.clamp(0.01, 0.99) if bounds else x0,
-            steps=STEPS,
-            warmup=WARMUP,
-            temperature=temperature,
-            schedule="dual_averaging",
-            step_size=1e-3,
-            preconditioner=precond,
-            bounds=bounds,
-            seed=0,
-            progress=False,
-        )
-        x = run.samples[:, -1].clamp(0, 1)
-        finals[name, temperature] = x
-        real = D.realism(x, targets, judge=judge, reference_features=reference, features=features)
-        vendi = sum(D.vendi_score(features(x[targets == c])) for c in range(10)) / 10
-        spread = sum(D.mean_pairwise_distance(x[targets == c]) for c in range(10)) / 10
-        rows.append({"prior": name, "T": temperature, "judge top-1": real["judge_top1"],
-                     "Fréchet": real["frechet"], "Vendi": vendi, "pairwise L2": spread,
-                     "acceptance": float(run.acceptance_rate.mean())})  # fmt: skip
-table = pd.DataFrame(rows).set_index(["prior", "T"])
-table.round(3)
+tree = xr.open_datatree(out / "study.nc")
+ds = tree.to_dataset()
+ds
+
+# %% [markdown]
+# ## One row per configuration
+#
+# Means over digits and seeds; the Pareto-optimal configurations (none beats them on both
+# realism and variety) are marked.
+
+# %%
+table = S.configurations(ds)
+cols = [*S.grid_dims(ds), "judge_prob", "judge_top1", "vendi", "frechet", "rhat_max",
+        "ess_bulk_min_per_grad", "acceptance", "pareto"]  # fmt: skip
+table[cols].round(4)
 
 # %% [markdown]
 # ## Realism against variety
 #
-# Each point is one (prior, temperature). Up and to the left is better realism (high judge
-# rate); to the right, more variety. Only the fitted Gaussian reaches high judge rates; raising
-# its temperature buys variety at the cost of realism.
+# One curve per prior as the temperature rises (labels are T), one panel per sampler; the
+# rings mark the Pareto front over all of them.
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 4))
-for name in PRIORS:
-    sub = table.loc[name]
-    ax.plot(sub["Vendi"], sub["judge top-1"], "o-", label=name)
-    for t, row in sub.iterrows():
-        ax.annotate(f"T={t:g}", (row["Vendi"], row["judge top-1"]), fontsize=7)
-ax.set_xlabel("Vendi score of judge features within a digit (variety)")
-ax.set_ylabel("judge top-1 (realism)")
-ax.legend()
+fig = S.plot_tradeoff(ds)
+# %% [markdown]
+# ## Any other cut is one xarray expression
+#
+# For instance the judge's probability of the digit against temperature, per prior (MALA only
+# when the study has both samplers), averaged over digits and seeds.
 
+# %%
+sel = ds.sel(method="mala") if "method" in ds.dims else ds
+fig, ax = plt.subplots(figsize=(5, 3.5))
+for prior in sel["prior"].values:
+    curve = sel["judge_prob"].sel(prior=prior).mean(["seed", "target"])
+    ax.plot(sel["temperature"], curve, "o-", label=prior)
+ax.set_xscale("log")
+ax.set_xlabel("temperature T")
+ax.set_ylabel("judge p(target)")
+ax.legend(fontsize=8)
+# %% [markdown]
+# ## Did the chains mix?
+#
+# The smallest bulk ESS per gradient evaluation of each configuration (the worst digit of each
+# seed): the cost of one independent draw.
+
+# %%
+fig = S.plot_ess_per_grad(ds)
 # %% [markdown]
 # ## What the samples look like
 #
-# One row per prior (at T = 0.1), one column per digit.
+# Prior (rows) × temperature (columns), seed 0; each cell holds chains (rows) of every digit
+# (columns).
 
 # %%
-t = 0.1
-rows_img = torch.stack([finals[name, t].reshape(10, PER_CLASS, 1, 28, 28)[:, 0] for name in PRIORS])
-plt.figure(figsize=(7, 4))
-plt.imshow(image_grid(rows_img.numpy()))
-plt.yticks([15 + 29 * i for i in range(len(PRIORS))], list(PRIORS))
-plt.xticks([])
+figures = S.plot_samples(tree)  # one per sampler: (file suffix, figure)
 
 # %% [markdown]
 # ## What to take away
 #
-# - Without a prior, or with priors that only ask for smoothness (TV, blur), the classifier is
-#   satisfied by images the judge does not recognize: adversarial-looking strokes.
-# - A prior that knows what digits look like (here a Gaussian with the data's covariance) makes
-#   the samples realistic, and preconditioning by that covariance makes the sampler fast.
-# - Temperature trades realism for variety along each prior's curve.
+# - Priors that only ask for smoothness (TV, the isotropic Gaussian) let the classifier be
+#   satisfied by images the judge does not recognize; the prior fitted to the digits gives
+#   samples the judge agrees with, and preconditioning by its covariance makes MALA fast.
+# - Temperature trades realism for variety along each prior's curve; `report.md` in the study
+#   folder names the configurations on the front.

@@ -188,9 +188,7 @@ def test_a_failing_run_is_recorded_and_the_others_finish(tmp_path, capsys):
     assert len(again.failed) == 4
 
 
-def test_a_study_killed_mid_way_and_restarted_completes_with_the_same_numbers(
-    reference, tmp_path
-):
+def test_a_study_killed_mid_way_and_restarted_completes_with_the_same_numbers(reference, tmp_path):
     study, pool_out, _ = reference
     config = _config(tmp_path)
     out = tmp_path / "killed"
@@ -216,3 +214,40 @@ def test_a_study_killed_mid_way_and_restarted_completes_with_the_same_numbers(
     assert result.complete and not result.failed
     assert len(result.ran) == 8 - len(finished)
     _same(pool_out, out)
+
+
+def test_a_bad_config_exits_2_in_one_line_and_leaves_no_folder(tmp_path, capsys):
+    config = _config(tmp_path, "[grid]\nprior = ['nosuch=1']\n", "bad")
+    out = tmp_path / "out"
+    assert main(["study", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown prior 'nosuch'" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_the_temperature_table_follows_from_the_published_settings():
+    from langevin_images.recipes import RECIPES, markdown_table
+    from langevin_images.samplers import from_gradient_ascent, from_sgld
+
+    by = {r.name: r for r in RECIPES}
+    jem = by["JEM SGLD"].parameters
+    assert jem.step_size == 1.0 and jem.temperature == pytest.approx(0.01**2 / 2)
+    assert by["PPGN"].parameters.temperature == pytest.approx(1e-34 / 2)
+    assert by["PPGN"].parameters.prior_weight == pytest.approx(1e-5)
+    # Welling & Teh's SGLD (step eps/2, noise sqrt(eps)) samples the posterior itself
+    assert from_sgld(0.005, 0.01**0.5).temperature == pytest.approx(1.0)
+    ascent = from_gradient_ascent(0.5, l2=0.1, decay=0.01)
+    assert ascent.temperature == 0 and ascent.prior_weight == pytest.approx(0.2 + 0.02)
+    table = markdown_table()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert table in readme  # the README shows what the package computes
+    # the recipes study runs each implied setting
+    study = S.Study.load(Path(__file__).parents[1] / "studies" / "recipes.toml")
+    specs = {p.coords["config"]: p.spec for p in study.points()}
+    assert specs["jem-sgld"].three_epsilons == (0.0, 1.0, 0.01)
+    assert specs["mala-t1"].temperature == 1.0 and specs["mala-t1"].likelihood_weight == 1
+
+
+def test_every_committed_study_config_parses():
+    for path in sorted((Path(__file__).parents[1] / "studies").glob("*.toml")):
+        assert S.Study.load(path).points(), path
