@@ -410,8 +410,12 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
     from .models import load_model
     from .recording import ZarrRecorder
 
-    dt = xr.open_datatree(folder / "run.nc", engine="h5netcdf").load()
+    with xr.open_datatree(folder / "run.nc", engine="h5netcdf") as tree:
+        dt = tree.load()
     post = dt["posterior"]
+    if post.sizes["draw"] == 0:
+        raise RuntimeError("the run kept no draws: it diverged before its first kept draw "
+                           "(run.json says where); lower step_size or raise warmup")  # fmt: skip
     groups = post["chain_group"].values
     final = torch.from_numpy(post["image"].isel(draw=-1).values).float().clamp(0, 1)
     stats = ZarrRecorder.open(folder / "record.zarr").get_stats()
