@@ -4,8 +4,8 @@ One subcommand per job, one module per subcommand (each an ``add_parsers(sub)`` 
 function it runs); each job writes into ``--out``. Jobs: ``demo`` (the main job:
 class-conditional MNIST with its diagnostics), ``sample``, ``diagnose``, ``visualize``
 (activation maximization), ``dream`` (DeepDream), ``style`` (style transfer), ``train-style``
-(its amortized networks), ``study`` (a grid of runs, gathered) and ``models`` (the zoo, layers,
-classes).
+(its amortized networks), ``study`` (a grid of runs, gathered), ``bench`` (the sampler on
+standard targets) and ``models`` (the zoo, layers, classes).
 
 Exit status: 0 on success, 2 on bad input (one line on stderr, no traceback), 130 when
 interrupted (Ctrl-C or SIGTERM: the run folder says where it stopped and ``--resume`` continues
@@ -20,7 +20,7 @@ import signal
 import sys
 import traceback
 
-from . import diagnose, dream, models, sample, study, style, train_style, visualize
+from . import bench, diagnose, dream, models, sample, study, style, train_style, visualize
 from .common import BadInput, Parser, set_threads
 
 __all__ = ["main"]
@@ -32,7 +32,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="langevin-images", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"langevin-images {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (sample, study, diagnose, visualize, dream, style, train_style, models):
+    for module in (sample, study, bench, diagnose, visualize, dream, style, train_style, models):
         module.add_parsers(sub)
     return parser
 
