@@ -92,26 +92,40 @@ def _row(target, sampler, step, accept, draws, grad_evals, us_step, us_grad, ext
 
 def run_ours(
     target: Target, *, chains: int = 8, warmup: int = 1000, steps: int = 4000, seed: int = 0,
-    preconditioner: Any = None, label: str = "langevin_images MALA", device: str = "cpu",
+    preconditioner: Any = None, adapt: str | None = None, label: str | None = None,
+    device: str = "cpu",
 ) -> dict:  # fmt: skip
-    """This package's MALA with per-chain dual averaging to acceptance 0.574."""
+    """This package's MALA with per-chain dual averaging to acceptance 0.574; with ``adapt``
+    (``diagonal``, ``lowrank``, ``dense``), after ``adapt_preconditioner``'s windowed warmup
+    (windows scaled to ``warmup``: first ``warmup/10``, then ``warmup/10, /5, /2.5``, each run
+    twice), whose gradient evaluations and time count in the row."""
     from .samplers import sample
+    from .samplers.adapt import adapt_preconditioner
 
     g = torch.Generator().manual_seed(seed)
     x0 = target.init(chains, g).to(device)
+    label = label or "langevin_images MALA" + (f" + {adapt} warmup" if adapt else "")
     t0 = time.perf_counter()
-    run = sample(target.energy, x0, steps=steps, warmup=warmup, step_size=0.1,
+    evals, eps, start, final_warmup = 0, 0.1, x0, warmup
+    if adapt:
+        w = max(10, warmup // 10)
+        adapted = adapt_preconditioner(target.energy, x0, kind=adapt, first=w,
+                                       windows=(w, 2 * w, 4 * w), seed=seed + 1000)  # fmt: skip
+        preconditioner, eps, start = adapted.preconditioner, adapted.step_size, adapted.position
+        evals, final_warmup = adapted.grad_evals, w
+    run = sample(target.energy, start, steps=steps, warmup=final_warmup, step_size=eps,
                  schedule="dual_averaging", preconditioner=preconditioner, seed=seed,
                  progress=False, thin=1)  # fmt: skip
     seconds = time.perf_counter() - t0
+    total_steps = evals + final_warmup + steps
     draws = run.samples.to(torch.float64).cpu().numpy()
     stats = run.recorder.get_stats()
     step = float(stats["step_size"][:, -1].median())
     accept = float(stats["acceptance_prob"][:, warmup:].mean())
     stuck = int((stats["is_accepted"][:, warmup:].to(torch.float64).mean(1) == 0).sum())
     us_grad = time_grad(target, x0)
-    return _row(target, label, step, accept, draws, run.grad_evals,
-                seconds / (warmup + steps) * 1e6, us_grad, {"stuck_chains": stuck})  # fmt: skip
+    return _row(target, label, step, accept, draws, run.grad_evals + evals,
+                seconds / total_steps * 1e6, us_grad, {"stuck_chains": stuck})  # fmt: skip
 
 
 def _jax_logdensity(target: Target):
