@@ -220,9 +220,10 @@ def run_blackjax(
 def run_suite(
     suite: str = "targets", *, names: Sequence[str] | None = None, chains: int = 8,
     warmup: int = 1000, steps: int = 4000, seed: int = 0, blackjax: bool = True,
-    device: str = "cpu", say=lambda line: None,
+    adapt: Sequence[str] = (), device: str = "cpu", say=lambda line: None,
 ) -> list[dict]:  # fmt: skip
-    """The rows of a suite (``targets``, ``images`` or ``all``)."""
+    """The rows of a suite (``targets``, ``images`` or ``all``); ``adapt``: also a row per
+    target with each of these preconditioner warmups."""
     rows = []
     if suite in ("targets", "all"):
         for name in names or TARGETS:
@@ -232,6 +233,10 @@ def run_suite(
             rows.append(run_ours(target, chains=chains, warmup=warmup, steps=steps, seed=seed,
                                  device=device))  # fmt: skip
             say(format_table(rows[-1:], header=not rows[:-1]))
+            for kind in adapt:
+                rows.append(run_ours(target, chains=chains, warmup=warmup, steps=steps,
+                                     seed=seed, adapt=kind, device=device))  # fmt: skip
+                say(format_table(rows[-1:], header=False))
             if blackjax and blackjax_available() and device == "cpu":
                 rows.append(run_blackjax(target, chains=chains, warmup=warmup, steps=steps,
                                          seed=seed))  # fmt: skip
@@ -283,7 +288,7 @@ def _images_row(*, chains, warmup, steps, seed, device) -> dict:
 
 
 COLUMNS = (
-    ("target", "target", 22, "s"), ("sampler", "sampler", 28, "s"), ("step_size", "step", 9, ".3g"),
+    ("target", "target", 20, "s"), ("sampler", "sampler", 40, "s"), ("step_size", "step", 9, ".3g"),
     ("acceptance", "accept", 6, ".3f"), ("min_ess", "minESS", 8, ".0f"),
     ("median_ess", "medESS", 8, ".0f"), ("min_ess_per_grad", "minESS/grad", 11, ".2e"),
     ("us_per_step", "us/step", 9, ".1f"), ("us_per_grad", "us/grad", 9, ".1f"),

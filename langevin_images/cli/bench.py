@@ -28,7 +28,8 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         rows = B.run_suite(
             args.suite, names=args.target, chains=args.chains, warmup=args.warmup,
-            steps=args.steps, seed=args.seed, blackjax=with_blackjax, device=device,
+            steps=args.steps, seed=args.seed, blackjax=with_blackjax, adapt=args.adapt,
+            device=device,
             say=lambda line: say(args, line) if not args.quiet else None,
         )  # fmt: skip
     except ValueError as err:
@@ -53,6 +54,13 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--json", default=None, metavar="FILE", help="write the rows as JSON")
+    p.add_argument(
+        "--adapt",
+        action="append",
+        choices=("diagonal", "lowrank", "dense"),
+        default=[],
+        help="also a row after this preconditioner warmup (repeatable)",
+    )
     bj = p.add_mutually_exclusive_group()
     bj.add_argument("--blackjax", action="store_true", default=None,
                     help="add BlackJAX's MALA (default: when it is installed)")  # fmt: skip
