@@ -93,7 +93,7 @@ def _row(target, sampler, step, accept, draws, grad_evals, us_step, us_grad, ext
 def run_ours(
     target: Target, *, chains: int = 8, warmup: int = 1000, steps: int = 4000, seed: int = 0,
     preconditioner: Any = None, adapt: str | None = None, label: str | None = None,
-    device: str = "cpu",
+    device: str = "cpu", schedule: str = "dual_averaging",
 ) -> dict:  # fmt: skip
     """This package's MALA with per-chain dual averaging to acceptance 0.574; with ``adapt``
     (``diagonal``, ``lowrank``, ``dense``), after ``adapt_preconditioner``'s windowed warmup
@@ -104,7 +104,8 @@ def run_ours(
 
     g = torch.Generator().manual_seed(seed)
     x0 = target.init(chains, g).to(device)
-    label = label or "langevin_images MALA" + (f" + {adapt} warmup" if adapt else "")
+    label = label or ("langevin_images MALA" + (f" + {adapt} warmup" if adapt else "")
+                      + ("" if schedule == "dual_averaging" else f", {schedule}"))  # fmt: skip
     t0 = time.perf_counter()
     evals, eps, start, final_warmup = 0, 0.1, x0, warmup
     if adapt:
@@ -114,7 +115,7 @@ def run_ours(
         preconditioner, eps, start = adapted.preconditioner, adapted.step_size, adapted.position
         evals, final_warmup = adapted.grad_evals, w
     run = sample(target.energy, start, steps=steps, warmup=final_warmup, step_size=eps,
-                 schedule="dual_averaging", preconditioner=preconditioner, seed=seed,
+                 schedule=schedule, preconditioner=preconditioner, seed=seed,
                  progress=False, thin=1)  # fmt: skip
     seconds = time.perf_counter() - t0
     total_steps = evals + final_warmup + steps
@@ -126,6 +127,27 @@ def run_ours(
     us_grad = time_grad(target, x0)
     return _row(target, label, step, accept, draws, run.grad_evals + evals,
                 seconds / total_steps * 1e6, us_grad, {"stuck_chains": stuck})  # fmt: skip
+
+
+def run_compiled(
+    target: Target, *, chains: int = 8, warmup: int = 1000, steps: int = 4000, seed: int = 0,
+    chunk: int = 50, device: str = "cpu",
+) -> dict:  # fmt: skip
+    """``samplers.compiled.sample_compiled``: the same MALA and dual averaging, ``chunk``
+    steps per compiled call; the compilation's seconds are in the row, not in us/step."""
+    from .samplers.compiled import sample_compiled
+
+    g = torch.Generator().manual_seed(seed)
+    x0 = target.init(chains, g).to(device)
+    run = sample_compiled(target.energy, x0, steps=steps, warmup=warmup, seed=seed,
+                          chunk=chunk)  # fmt: skip
+    draws = run.samples.to(torch.float64).cpu().numpy()
+    acc = run.acceptance_prob[:, warmup:]
+    label = f"langevin_images MALA, compiled x{chunk}" + ("" if run.compiled else " (eager)")
+    return _row(target, label, float(run.step_size.median()), float(acc.mean()), draws,
+                run.grad_evals, run.seconds / (warmup + steps) * 1e6, time_grad(target, x0),
+                {"stuck_chains": int((acc.mean(1) == 0).sum()),
+                 "compile_seconds": round(run.compile_seconds, 1)})  # fmt: skip
 
 
 def _jax_logdensity(target: Target):
@@ -220,7 +242,8 @@ def run_blackjax(
 def run_suite(
     suite: str = "targets", *, names: Sequence[str] | None = None, chains: int = 8,
     warmup: int = 1000, steps: int = 4000, seed: int = 0, blackjax: bool = True,
-    adapt: Sequence[str] = (), device: str = "cpu", say=lambda line: None,
+    adapt: Sequence[str] = (), device: str = "cpu", schedule: str = "dual_averaging",
+    compiled: bool = False, say=lambda line: None,
 ) -> list[dict]:  # fmt: skip
     """The rows of a suite (``targets``, ``images`` or ``all``); ``adapt``: also a row per
     target with each of these preconditioner warmups."""
@@ -231,11 +254,16 @@ def run_suite(
                 raise ValueError(f"unknown target {name!r}; expected some of {', '.join(TARGETS)}")
             target = TARGETS[name]()
             rows.append(run_ours(target, chains=chains, warmup=warmup, steps=steps, seed=seed,
-                                 device=device))  # fmt: skip
+                                 device=device, schedule=schedule))  # fmt: skip
             say(format_table(rows[-1:], header=not rows[:-1]))
             for kind in adapt:
                 rows.append(run_ours(target, chains=chains, warmup=warmup, steps=steps,
-                                     seed=seed, adapt=kind, device=device))  # fmt: skip
+                                     seed=seed, adapt=kind, device=device,
+                                     schedule=schedule))  # fmt: skip
+                say(format_table(rows[-1:], header=False))
+            if compiled:
+                rows.append(run_compiled(target, chains=chains, warmup=warmup, steps=steps,
+                                         seed=seed, device=device))  # fmt: skip
                 say(format_table(rows[-1:], header=False))
             if blackjax and blackjax_available() and device == "cpu":
                 rows.append(run_blackjax(target, chains=chains, warmup=warmup, steps=steps,

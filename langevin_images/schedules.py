@@ -32,6 +32,7 @@ __all__ = [
     "ExponentialDecay",
     "PolynomialDecay",
     "Schedule",
+    "StuckFallback",
     "as_schedule",
 ]
 
@@ -197,6 +198,55 @@ class DualAveraging(Schedule):
         return state._replace(log_step=log_step, log_step_avg=log_step_avg, h_avg=h_avg, t=m)
 
 
+class _FallbackState(NamedTuple):
+    inner: _DualAveragingState  # dual averaging over the warmup before the probation
+    accepted: Tensor  # (chains,) acceptance summed over the probation steps so far
+    warmup: int  # the whole warmup, probation included
+
+
+class StuckFallback(DualAveraging):
+    """Dual averaging that ends ``window`` steps before the warmup does; those last warmup
+    steps run at the frozen step as a probation, and a chain whose acceptance averaged over
+    them is below ``threshold`` gets its step multiplied by ``factor`` for the sampling.
+
+    Neal's funnel: chains that walk into the neck at the end of warmup reject every step at
+    the step the rest of the funnel wants. Everything happens during warmup: the step is
+    fixed for the sampling, so every chain stays a valid MALA chain.
+    """
+
+    def __init__(self, target_accept: float | None = None, *, window: int = 50,
+                 threshold: float = 0.05, factor: float = 0.1, **kwargs):  # fmt: skip
+        super().__init__(target_accept, **kwargs)
+        if window < 1 or not 0 < threshold < 1 or not 0 < factor < 1:
+            raise ValueError("StuckFallback needs window >= 1, 0 < threshold < 1, 0 < factor < 1")
+        self.window, self.threshold, self.factor = window, threshold, factor
+
+    def __repr__(self) -> str:
+        return (f"StuckFallback(window={self.window}, threshold={self.threshold}, "
+                f"factor={self.factor})")  # fmt: skip
+
+    def init(self, step_size: Tensor, *, warmup: int, **kwargs) -> _FallbackState:
+        inner = super().init(step_size, warmup=max(warmup - self.window, 0), **kwargs)
+        return _FallbackState(inner, torch.zeros_like(inner.log_step), warmup)
+
+    def step_size(self, state: _FallbackState) -> Tensor:
+        return super().step_size(state.inner)
+
+    def update(self, state: _FallbackState, t: int, acceptance_prob: Tensor) -> _FallbackState:
+        start = state.inner.warmup
+        if t < start:
+            return state._replace(inner=super().update(state.inner, t, acceptance_prob))
+        if t >= state.warmup:
+            return state
+        accepted = state.accepted + acceptance_prob.to(torch.float64)
+        inner = state.inner
+        if t == state.warmup - 1:
+            stuck = accepted / (state.warmup - start) < self.threshold
+            shrunk = inner.log_step + math.log(self.factor)
+            inner = inner._replace(log_step=torch.where(stuck, shrunk, inner.log_step))
+        return state._replace(inner=inner, accepted=accepted)
+
+
 def as_schedule(schedule: Any) -> Schedule:
     """``None`` is a constant step, ``"dual_averaging"`` the adaptive one, else the object."""
     if schedule is None or schedule == "constant":
@@ -204,6 +254,7 @@ def as_schedule(schedule: Any) -> Schedule:
     if isinstance(schedule, str):
         named = {
             "dual_averaging": DualAveraging,
+            "stuck_fallback": StuckFallback,
             "polynomial": PolynomialDecay,
             "exponential": ExponentialDecay,
             "cosine": CosineDecay,

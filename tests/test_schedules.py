@@ -130,3 +130,25 @@ def test_bad_schedules():
         S.as_schedule(object())
     with pytest.raises(ValueError):
         S.PolynomialDecay(b=0)
+
+
+def test_stuck_fallback_shrinks_only_the_steps_of_chains_that_stopped_accepting():
+    from langevin_images.schedules import DualAveraging, StuckFallback
+
+    eps0 = torch.full((3,), 0.5, dtype=torch.float64)
+    plain, fallback = DualAveraging(), StuckFallback(window=10, threshold=0.05, factor=0.1)
+    a = plain.init(eps0, warmup=90, steps=10, target_accept=0.574)  # = the probation's start
+    b = fallback.init(eps0, warmup=100, steps=10, target_accept=0.574)
+    for t in range(110):
+        acc = torch.tensor([0.6, 0.6 if t < 92 else 0.0, 0.3], dtype=torch.float64)
+        a, b = plain.update(a, t, acc), fallback.update(b, t, acc)
+    # chain 1 accepted in 2 of the 10 probation steps: 0.12 > 0.05, kept; then a stuck one
+    ratio = fallback.step_size(b) / plain.step_size(a)
+    assert torch.allclose(ratio, torch.ones(3, dtype=torch.float64))
+    b = fallback.init(eps0, warmup=100, steps=10, target_accept=0.574)
+    for t in range(110):
+        acc = torch.tensor([0.6, 0.6 if t < 90 else 0.0, 0.3], dtype=torch.float64)
+        b = fallback.update(b, t, acc)
+    ratio = fallback.step_size(b) / plain.step_size(a)
+    assert torch.allclose(ratio, torch.tensor([1.0, 0.1, 1.0], dtype=torch.float64))
+    assert S.as_schedule("stuck_fallback").__class__ is StuckFallback

@@ -29,7 +29,7 @@ def _bench(args: argparse.Namespace) -> int:
         rows = B.run_suite(
             args.suite, names=args.target, chains=args.chains, warmup=args.warmup,
             steps=args.steps, seed=args.seed, blackjax=with_blackjax, adapt=args.adapt,
-            device=device,
+            device=device, schedule=args.schedule, compiled=args.compiled,
             say=lambda line: say(args, line) if not args.quiet else None,
         )  # fmt: skip
     except ValueError as err:
@@ -61,6 +61,13 @@ def add_parsers(sub) -> None:
         default=[],
         help="also a row after this preconditioner warmup (repeatable)",
     )
+    p.add_argument("--schedule", choices=("dual_averaging", "stuck_fallback"),
+                   default="dual_averaging",
+                   help="this package's step-size adaptation (stuck_fallback: a smaller step "
+                   "for chains that stop accepting at the end of warmup)")  # fmt: skip
+    p.add_argument("--compiled", action="store_true",
+                   help="also a row of the compiled sampler (samplers.compiled; about 15 s of "
+                   "compilation per target)")  # fmt: skip
     bj = p.add_mutually_exclusive_group()
     bj.add_argument("--blackjax", action="store_true", default=None,
                     help="add BlackJAX's MALA (default: when it is installed)")  # fmt: skip

@@ -19,7 +19,7 @@ from .common import (
 
 __all__ = ["add_parsers"]
 
-SCHEDULES = ("dual_averaging", "constant", "cosine", "polynomial", "exponential")
+SCHEDULES = ("dual_averaging", "stuck_fallback", "constant", "cosine", "polynomial", "exponential")
 
 # command-line dest -> RunSpec field, for the options a spec is made of
 SPEC_FIELDS = {
