@@ -1,0 +1,47 @@
+"""The compiled sampler: exact (moments within Monte Carlo error) eagerly, and compiled in
+distribution with the eager one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import assert_moments
+
+from langevin_images.samplers import Diagonal
+from langevin_images.samplers.compiled import sample_compiled
+from langevin_images.targets import banana, gaussian
+
+
+def test_the_chunked_sampler_is_exact_run_eagerly():
+    target = gaussian(6, dtype=torch.float64)
+    x0 = target.init(8, torch.Generator().manual_seed(0), dtype=torch.float64)
+    run = sample_compiled(target.energy, x0, steps=3000, warmup=300, seed=1, compile=False)
+    assert not run.compiled and run.samples.shape == (8, 3000, 6)
+    assert 0.45 < float(run.acceptance_prob[:, 300:].mean()) < 0.7
+    assert_moments(run.samples.numpy(), target.mean.numpy(), target.var.numpy())
+
+
+def test_a_diagonal_preconditioner_and_thinning():
+    target = gaussian(6, dtype=torch.float64)
+    x0 = target.init(8, torch.Generator().manual_seed(0), dtype=torch.float64)
+    run = sample_compiled(target.energy, x0, steps=3000, warmup=300, seed=2, compile=False,
+                          preconditioner=Diagonal(target.var), thin=2)  # fmt: skip
+    assert run.samples.shape == (8, 1500, 6)
+    assert_moments(run.samples.numpy(), target.mean.numpy(), target.var.numpy())
+    with pytest.raises(ValueError, match="Diagonal"):
+        sample_compiled(target.energy, x0, steps=10, preconditioner=object(), compile=False)
+
+
+@pytest.mark.slow  # compiling the two chunks' graphs takes a minute or two on 2 cores
+def test_the_compiled_sampler_is_exact_too():
+    target = gaussian(6)
+    x0 = target.init(16, torch.Generator().manual_seed(3))
+    run = sample_compiled(target.energy, x0, steps=4000, warmup=300, seed=4, chunk=10)
+    assert run.compiled, "torch.compile should handle the Gaussian's energy"
+    assert_moments(run.samples.double().numpy(), target.mean.numpy(), target.var.numpy())
+    # the banana through the compiled graph: its Gaussian marginal's moments
+    target = banana()
+    x0 = target.init(16, torch.Generator().manual_seed(5))
+    run = sample_compiled(target.energy, x0, steps=8000, warmup=300, seed=6, chunk=10, thin=4)
+    x = run.samples.double().numpy()[..., :1]
+    assert_moments(x, target.mean.numpy()[:1], target.var.numpy()[:1])
