@@ -29,3 +29,6 @@ bench: setup
 	.venv/bin/python benchmarks/bench_style.py
 	.venv/bin/python benchmarks/bench_amortized.py
 	.venv/bin/python benchmarks/bench_study.py
+	.venv/bin/python benchmarks/bench_scaling.py
+	.venv/bin/python benchmarks/bench_funnel_fallback.py
+	.venv/bin/langevin-images bench --suite all --adapt diagonal --adapt lowrank --json benchmarks/results-bench.json

@@ -59,7 +59,7 @@ class Target:
     mean: Tensor  # (dim,) float64
     var: Tensor  # (dim,) float64
     draw: Callable[[int, torch.Generator], Tensor] | None = None  # exact draws, float64
-    covariance: Tensor | None = None  # (dim, dim) float64 where it is known (Gaussians)
+    covariance: Tensor | None = None  # (dim, dim) float64 of the dense Gaussians
     description: str = ""
     truth_mcse: Tensor | None = None  # Monte Carlo error of a reference's mean, if any
     extras: dict = field(default_factory=dict)
@@ -90,7 +90,8 @@ def _gaussian(name: str, sd: Tensor | None, cov: Tensor | None, dtype, descripti
             return torch.randn((n, dim), generator=g, dtype=torch.float64) * sd
 
         zero = torch.zeros(dim, dtype=torch.float64)
-        return Target(name, dim, energy, log_density, zero, var, draw, torch.diag(var),
+        # no dense covariance: a diagonal one is ``var`` (and 10^5 dimensions would be 80 GB)
+        return Target(name, dim, energy, log_density, zero, var, draw, None,
                       description, extras={"kind": "diagonal", "var": var})  # fmt: skip
     precision = torch.linalg.inv(cov)
     precision_t = precision.to(dtype)
