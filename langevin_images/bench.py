@@ -58,18 +58,19 @@ def moment_errors(draws: np.ndarray, target: Target) -> tuple[float, float]:
     return float(np.nanmax(z_mean)), float(np.nanmax(z_var))
 
 
-def time_grad(target: Target, x: torch.Tensor, *, repeats: int = 200) -> float:
-    """Microseconds per bare energy+gradient of ``target`` at the batch ``x`` (median of 5
-    blocks of ``repeats``)."""
+def time_grad(target, x: torch.Tensor, *, repeats: int = 200) -> float:
+    """Microseconds per bare energy+gradient of ``target`` (a ``Target`` or an energy
+    function) at the batch ``x`` (median of 5 blocks of ``repeats``)."""
     from .samplers.kernel import energy_and_grad
 
-    for _ in range(10):
-        energy_and_grad(target.energy, x)
+    energy = target.energy if isinstance(target, Target) else target
+    for _ in range(min(10, repeats)):
+        energy_and_grad(energy, x)
     blocks = []
     for _ in range(5):
         t0 = time.perf_counter()
         for _ in range(repeats):
-            energy_and_grad(target.energy, x)
+            energy_and_grad(energy, x)
         blocks.append((time.perf_counter() - t0) / repeats)
     return float(np.median(blocks) * 1e6)
 
@@ -284,7 +285,6 @@ def _images_row(*, chains, warmup, steps, seed, device) -> dict:
     from . import diagnostics as D
     from .runs import RunSpec, build
     from .samplers import sample
-    from .samplers.kernel import energy_and_grad
 
     built = build(RunSpec(model="mnist", targets=(3,), chains=chains, steps=steps,
                           warmup=warmup, seed=seed, device=device))  # fmt: skip
@@ -294,13 +294,7 @@ def _images_row(*, chains, warmup, steps, seed, device) -> dict:
     seconds = time.perf_counter() - t0
     dt = run.to_datatree(features=D.penultimate(built.model))
     table = D.summary(dt)
-    x = built.x0
-    for _ in range(5):
-        energy_and_grad(built.energy, x)
-    t1 = time.perf_counter()
-    for _ in range(50):
-        energy_and_grad(built.energy, x)
-    us_grad = (time.perf_counter() - t1) / 50 * 1e6
+    us_grad = time_grad(built.energy, built.x0, repeats=10)
     stats = run.recorder.get_stats()
     return {
         "target": "mnist-digit-3", "sampler": "langevin_images MALA (fitted prior)",
