@@ -71,3 +71,13 @@ def test_bench_suite_targets_at_tiny_settings(tmp_path, capsys):
 def test_bench_refuses_an_unknown_target(capsys):
     assert main(["bench", "--target", "nosuch", "--steps", "10", "--warmup", "10"]) == 2
     assert "unknown target 'nosuch'" in capsys.readouterr().err
+
+
+def test_bench_suite_images_at_tiny_settings(tmp_path):
+    out = tmp_path / "images.json"
+    argv = ["bench", "--suite", "images", "--chains", "2", "--warmup", "10", "--steps", "20",
+            "--quiet", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    (row,) = json.loads(out.read_text())
+    assert row["target"] == "mnist-digit-3" and row["grad_evals"] >= 30
+    assert row["us_per_step"] > 0 and row["us_per_grad"] > 0 and row["min_ess_per_grad"] > 0
