@@ -75,6 +75,7 @@ __all__ = [
     "report",
     "run_point",
     "run_study",
+    "same_numbers",
 ]
 
 METRICS = "study-metrics.json"
@@ -852,6 +853,30 @@ def gather(study: Study, out: str | os.PathLike):
     for k in ("seconds",):
         root[k].attrs["note"] = "wall time: the one figure that is not reproducible"
     return xr.DataTree.from_dict(nodes)
+
+
+def same_numbers(a: str | os.PathLike, b: str | os.PathLike) -> list[str]:
+    """The variables of two studies' ``study.nc`` that differ (``[]``: the same numbers, bit
+    for bit, wall time aside): how executors and restarts are compared."""
+    import xarray as xr
+
+    differ = []
+    with xr.open_datatree(Path(a) / "study.nc") as ta, xr.open_datatree(Path(b) / "study.nc") as tb:
+        for node in ta.subtree:
+            other, where = tb[node.path].dataset, node.path.rstrip("/")
+            for k, v in node.dataset.data_vars.items():
+                if k == "seconds":
+                    continue
+                if k not in other:
+                    differ.append(f"{where}/{k}")
+                    continue
+                w = other[k].values
+                equal = (np.array_equal(v.values, w, equal_nan=True) if v.dtype.kind == "f"
+                         else np.array_equal(v.values, w))  # fmt: skip
+                if not equal:
+                    differ.append(f"{where}/{k}")
+            differ += [f"{where}/{k}" for k in other.data_vars if k not in node.dataset]
+    return differ
 
 
 def write_outputs(study: Study, out: str | os.PathLike):
