@@ -465,9 +465,9 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
         "seconds": float(seconds),
     }
     if judge_logits is not None:
-        p = judge_logits.softmax(1)
-        run["judge_prob_all"] = float(p.gather(1, labels[:, None])[:, 0].mean())
-        run["judge_top1_all"] = float((p.argmax(1) == labels).double().mean())
+        card = json.loads((folder / "run.json").read_text())["metrics"]  # runs.metrics has
+        run["judge_prob_all"] = card["judge_prob"]  # these two of the same draws already
+        run["judge_top1_all"] = card["judge_top1"]
         wanted = torch.isin(test_labels, torch.unique(labels))
         run["frechet_all"] = D.frechet_distance(feats, test_features[wanted])
     return {"run": run, "targets": out_targets, "judge": getattr(judge, "name", None),
