@@ -226,7 +226,8 @@ def _image_run(steps=30, chains=4, **kwargs):
     x0 = torch.rand(
         chains, 1, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
     )
-    run = li.sample(energy, x0, steps=steps, warmup=10, step_size=0.05, progress=False, **kwargs)
+    kwargs = {"warmup": 10, "step_size": 0.05, **kwargs}
+    run = li.sample(energy, x0, steps=steps, progress=False, **kwargs)
     return run, net, targets
 
 
@@ -270,6 +271,19 @@ def test_diagnose_a_real_run_with_groups_from_the_export():
     verdict = D.diagnose(dt, ess_min=10)
     assert set(verdict.table.index) >= {"energy", "log_prob_target", "pixel_projection[0]"}
     assert verdict.acceptance_rate == pytest.approx(float(run.acceptance_rate.mean()))
+
+
+def test_diagnose_says_when_the_step_adapted_to_nothing():
+    """A step too small to explore meets any acceptance target: the chains barely move, and
+    the verdict says so (the lite0 failure of dual averaging at 2.4e-6), while a run that
+    moves is not called frozen."""
+    frozen_run, _, targets = _image_run(steps=40, step_size=1e-9, schedule=None)
+    dt = frozen_run.to_datatree(chain_groups=targets.numpy())
+    verdict = D.diagnose(dt, ess_min=10)
+    assert not verdict.ok and "the chains barely moved" in str(verdict)
+    assert "step size adapted to 1e-09" in str(verdict) and "--method descent" in str(verdict)
+    moving, _, _ = _image_run(steps=40)
+    assert "barely moved" not in str(D.diagnose(moving.to_datatree(), ess_min=10))
 
 
 def test_plots_stay_under_the_subplot_limit(tmp_path):

@@ -223,6 +223,34 @@ def _outlier_chains(
     return sorted(outliers)
 
 
+def _frozen(post, stats, travel_min: float) -> tuple[str, list[str]] | None:
+    """A finding and suggestions when an image run's chains barely moved: dual averaging meets
+    its acceptance target with a step that is too small to explore a rough energy."""
+    name = next((v for v in IMAGE_VARS if v in post), None)
+    if name is None or post.sizes["draw"] < 2 or str(post.attrs.get("method")) == "descent":
+        return None
+    x = post[name]
+    change = (x.isel(draw=-1) - x.isel(draw=0)).values.astype(np.float64)
+    travel = np.sqrt((change.reshape(change.shape[0], -1) ** 2).mean(1))
+    if float(np.median(travel)) >= travel_min:
+        return None
+    step = (
+        f"; the step size adapted to {float(np.median(stats['step_size'].values[:, -1])):.2g}"
+        if "step_size" in stats
+        else ""
+    )
+    finding = (
+        f"the chains barely moved: the median chain's RMS pixel change over the kept draws is "
+        f"{float(np.median(travel)):.2g} (under {travel_min:g} of the [0, 1] range){step}. "
+        f"The acceptance rate looks fine only because the steps are tiny: the energy is too "
+        f"rough for MALA here"
+    )
+    return finding, [
+        "descent (--method descent) for pictures",
+        "a smoother energy (a TV or blur prior, a robust model) or a smaller likelihood weight",
+    ]
+
+
 def _diagnose_descent(post: xr.Dataset, table: pd.DataFrame, *, tail: float = 0.1,
                       tolerance: float = 0.01) -> Diagnosis:  # fmt: skip
     """A zero-noise run is an optimization, not a Markov chain: R-hat and ESS do not apply.
@@ -259,6 +287,7 @@ def diagnose(
     target_accept: float | None = None,
     accept_tolerance: float = 0.15,
     stuck_accept: float = 0.02,
+    frozen_travel: float = 0.01,
 ) -> Diagnosis:
     """Say in words whether a run converged, what did not, and what to try.
 
@@ -279,6 +308,10 @@ def diagnose(
         How far the mean acceptance rate may be from ``target_accept``.
     stuck_accept : float
         A chain whose acceptance rate is under this is reported as stuck.
+    frozen_travel : float
+        Image runs: when the median chain's root-mean-square pixel change from its first to
+        its last kept draw is under this (pixels in [0, 1]), the step size adapted to
+        something too small to explore, whatever the acceptance rate says.
     """
     post = dt["posterior"]
     names = list(var_names) if var_names is not None else scalar_names(dt)
@@ -336,6 +369,10 @@ def diagnose(
                     suggestions.append(
                         "a smaller step size" if mean_accept < target else "a larger step size"
                     )
+        frozen = _frozen(post, stats, frozen_travel)
+        if frozen:
+            findings.append(frozen[0])
+            suggestions.extend(frozen[1])
         if "diverging" in stats:
             divergences = int(stats["diverging"].sum())
             if divergences:
