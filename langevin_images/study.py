@@ -430,7 +430,7 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
         model_logits = _logits(model, final)
         judge_logits = _logits(judge, final) if judge is not None else None
     labels = torch.as_tensor(groups.astype(np.int64))
-    descent = spec.method == "descent"
+    descent = spec.resolved_method == "descent"
     out_targets = {}
     for c in dict.fromkeys(groups.tolist()):
         idx = np.flatnonzero(groups == c)
@@ -440,7 +440,7 @@ def point_metrics(folder: Path, spec: RunSpec, *, seconds: float) -> dict[str, A
         f = feats[idx]
         t = {
             "model_prob": float(model_logits[idx].softmax(1)[:, c].mean()),
-            "vendi": D.vendi_score(f - f.mean(0)) if len(idx) >= 2 else math.nan,
+            "vendi": D.vendi_score(f, centre=True) if len(idx) >= 2 else math.nan,
             "pairwise_pixel": D.mean_pairwise_distance(final[idx]) if len(idx) >= 2 else math.nan,
             "pairwise_feature": D.mean_pairwise_distance(f) if len(idx) >= 2 else math.nan,
             "rhat_max": math.nan, "ess_bulk_min": math.nan, "ess_bulk_min_per_grad": math.nan,

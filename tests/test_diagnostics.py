@@ -149,6 +149,16 @@ def test_nested_rhat_of_iid_superchains_is_near_one():
     assert float(D.nested_rhat(tree(energy=shifted), [i // 4 for i in range(16)])["energy"]) > 1.5
 
 
+def test_picture_stats_closed_forms():
+    grey = torch.full((2, 3, 8, 8), 0.5)
+    assert D.picture_stats(grey) == {"pixel_sd": 0.0, "saturation": 0.0}
+    halves = torch.zeros(1, 3, 8, 8)
+    halves[:, 0, :4] = 1.0  # pure red above, black below (saturation 0 where max is 0)
+    stats = D.picture_stats(halves)
+    assert stats["saturation"] == pytest.approx(0.5)
+    assert stats["pixel_sd"] == pytest.approx(float(halves.flatten().std()))
+
+
 def test_vendi_score_closed_forms():
     v = torch.randn(5, 7, generator=torch.Generator().manual_seed(0))
     assert D.vendi_score(v[:1].repeat(6, 1)) == pytest.approx(1.0, abs=1e-9)
@@ -156,6 +166,10 @@ def test_vendi_score_closed_forms():
     two_groups = torch.cat([torch.eye(2)[:1].repeat(3, 1), torch.eye(2)[1:].repeat(3, 1)])
     assert D.vendi_score(two_groups) == pytest.approx(2.0, abs=1e-9)
     assert D.vendi_score(torch.eye(3), kernel="linear") == pytest.approx(3.0, abs=1e-9)
+    # centred: the corners of a simplex, N - 1 equally distinct directions, whatever they share
+    corners = torch.eye(6, dtype=torch.float64) + 4.0
+    assert D.vendi_score(corners) < 1.2
+    assert D.vendi_score(corners, centre=True) == pytest.approx(5.0, abs=1e-9)
     with pytest.raises(ValueError, match="unknown kernel"):
         D.vendi_score(v, kernel="rbf")
 
@@ -326,3 +340,14 @@ def test_descent_runs_are_judged_by_whether_their_energy_levelled_off():
     verdict = D.diagnose(dt)
     assert not verdict.ok and "still falling in 3 of 3 chains" in str(verdict)
     assert verdict.suggestions == ["more steps"]
+    # a jittered energy is noisy: levelled off is judged by its trend, and a fall still shows
+    rng = np.random.default_rng(RNG_SEED)
+    noise = rng.normal(0, 0.2, (3, 100))
+    dt = azb.from_dict(
+        {"posterior": {"energy": flat + noise}}, attrs={"posterior": {"method": "descent"}}
+    )
+    assert D.diagnose(dt).ok
+    dt = azb.from_dict(
+        {"posterior": {"energy": falling + noise}}, attrs={"posterior": {"method": "descent"}}
+    )
+    assert not D.diagnose(dt).ok

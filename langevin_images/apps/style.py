@@ -495,5 +495,5 @@ def style_diversity(
         "feature_relative": mean_pairwise_distance(f) / float(f.norm(dim=1).mean()),
         "gram_relative": mean_pairwise_distance(g) / float(g.norm(dim=1).mean()),
         "vendi_features": vendi_score(f),
-        "vendi_centred": vendi_score(f - f.mean(0, keepdim=True)),
+        "vendi_centred": vendi_score(f, centre=True),
     }

@@ -6,6 +6,8 @@ with two families of numbers:
 - diversity: mean pairwise distance in pixel space and in a classifier's feature space, the
   Vendi score (Friedman & Dieng 2022) of those features, the per-pixel standard deviation
   map, and the entropy of the predicted classes over the samples;
+- vividness of a visualization: its contrast (standard deviation of its pixel values) and
+  colour saturation (``picture_stats``);
 - realism: the probability a *judge* classifier (never the sampling energy) gives the target
   class, the Fréchet distance between sample features and real-data features (the formula
   of FID, Heusel et al. 2017, here with the judge's features), and the prior energy.
@@ -30,6 +32,7 @@ __all__ = [
     "judge_probability",
     "mean_pairwise_distance",
     "penultimate",
+    "picture_stats",
     "pixel_std_map",
     "realism",
     "vendi_score",
@@ -82,15 +85,19 @@ def mean_pairwise_distance(x: Tensor) -> float:
     return float(torch.pdist(_flat(x)).mean())
 
 
-def vendi_score(features: Tensor, *, kernel: str = "cosine") -> float:
+def vendi_score(features: Tensor, *, kernel: str = "cosine", centre: bool = False) -> float:
     """Vendi score ``exp(-sum_i l_i log l_i)``, ``l`` the eigenvalues of ``K / N`` for the
     similarity matrix ``K`` (``K_ii = 1``): the effective number of distinct samples, 1 for
     identical samples and N for mutually orthogonal ones (Friedman & Dieng 2022).
 
     ``kernel``: ``"cosine"`` (on the features as given) or ``"linear"`` (features assumed to
-    have unit norm already).
+    have unit norm already). ``centre``: subtract the samples' mean feature first, so that
+    what all samples share (ReLU features are all positive, and digits of one class share most
+    of theirs) does not count as likeness; the score then runs from 1 to N - 1.
     """
     f = _flat(features)
+    if centre:
+        f = f - f.mean(0)
     if kernel == "cosine":
         f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
     elif kernel != "linear":
@@ -101,6 +108,21 @@ def vendi_score(features: Tensor, *, kernel: str = "cosine") -> float:
     lam = torch.linalg.eigvalsh(gram / n).clamp_min(0)
     lam = lam[lam > 1e-12]
     return float(torch.exp(-(lam * lam.log()).sum()))
+
+
+def picture_stats(images: Tensor) -> dict[str, float]:
+    """How vivid pictures are, means over ``(N, C, H, W)`` images in [0, 1]: ``pixel_sd``, the
+    standard deviation of each image's pixel values (0 for a flat grey, about 0.25 for a
+    photo), and ``saturation``, HSV saturation ``(max - min) / max`` over the colour channels
+    (0 for grey; 0 for one-channel images)."""
+    x = images.detach().to(torch.float64).clamp(0, 1)
+    out = {"pixel_sd": float(x.flatten(1).std(1).mean())}
+    if x.shape[1] == 1:
+        out["saturation"] = 0.0
+        return out
+    hi, lo = x.amax(1), x.amin(1)
+    out["saturation"] = float(((hi - lo) / hi.clamp_min(1e-12)).mean())
+    return out
 
 
 def pixel_std_map(images: Tensor) -> Tensor:
