@@ -255,15 +255,24 @@ def _diagnose_descent(post: xr.Dataset, table: pd.DataFrame, *, tail: float = 0.
                       tolerance: float = 0.01) -> Diagnosis:  # fmt: skip
     """A zero-noise run is an optimization, not a Markov chain: R-hat and ESS do not apply.
     It has converged when the energy has levelled off: over the last ``tail`` of the kept
-    draws, each chain's energy fell by less than ``tolerance`` of its total fall."""
+    draws, each chain's energy fell by less than ``tolerance`` of its total fall. Levels are
+    medians over windows of ``tail`` of the draws, and a fall counts only when it is over three
+    times the noise of that difference, so that a stochastic energy (a random jitter per step)
+    is judged by its trend, not by its noise."""
     energy = post["energy"].values  # (chain, draw)
     n = energy.shape[1]
     k = max(1, round(tail * n))
     if n < 2:
         findings = ["descent run with fewer than two kept draws: nothing to judge"]
         return Diagnosis(False, findings, ["keep more draws (a smaller thin)"], table)
-    total = energy[:, 0] - energy[:, -1]
-    recent = energy[:, -1 - k] - energy[:, -1]
+    last = np.median(energy[:, -k:], axis=1)
+    before = np.median(energy[:, max(0, n - 2 * k) : n - k], axis=1) if n > k else energy[:, 0]
+    total = energy[:, 0] - last
+    recent = before - last
+    # the noise of a difference of two window medians (1.25 sd / sqrt(k) each), three times:
+    # a stochastic energy's noise is not a fall
+    spread = energy[:, -k:].std(1) ** 2 + energy[:, max(0, n - 2 * k) : n - k].std(1) ** 2
+    recent = np.where(recent > 3 * 1.25 * np.sqrt(spread / k), recent, 0.0)
     still = np.flatnonzero(recent > tolerance * np.maximum(np.abs(total), 1e-12))
     findings = ["zero-noise run (descent): an optimization, so R-hat and ESS do not apply"]
     if not len(still):
