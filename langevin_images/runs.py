@@ -66,10 +66,20 @@ class RunSpec:
     """Everything that defines a sampling job; the same spec gives the same run, bit for bit.
 
     ``targets`` empty means every class of a model with at most 10; ``priors`` empty means the
-    model's default (``fitted`` for MNIST, ``stationary`` otherwise); ``schedule`` None means
+    model's default (``fitted`` for MNIST, none for the picture recipe, ``stationary``
+    otherwise); ``schedule`` None means
     dual averaging for MALA (constant with ``three_epsilons``, or for a method without an
     accept step); ``thin`` None keeps about 40 draws; ``threads`` None leaves PyTorch's default
     (every core), and a job that runs beside others should set 1.
+
+    ``method`` None is the model's default: MALA for the MNIST models, and for RGB models the
+    picture recipe, descent (T = 0) on the likelihood of a randomly jittered, scaled and rotated
+    image (``jitter`` px, default ``size // 16``), preconditioned by colour x 1/f
+    (``ColorFourier``), each chain's step normalized by its gradient's mean magnitude
+    (``step_size`` then the mean change of a pixel's logit per step, default 0.05), pixels kept
+    in [0, 1] and a grey start. MALA on an ImageNet classifier at T > 0 stays where it starts
+    (its adversarial directions make the step adapt to nothing); ``diagnose`` says so.
+    ``step_size`` None is 1e-3, the start of dual averaging, or 0.05 for the picture recipe.
     """
 
     job: str = "sample"
@@ -78,9 +88,9 @@ class RunSpec:
     priors: tuple[str, ...] = ()
     likelihood_weight: float = 100.0
     three_epsilons: tuple[float, float, float] | None = None
-    method: str = "mala"
+    method: str | None = None  # None: mala for MNIST models, descent for RGB (see above)
     schedule: str | None = None
-    step_size: float = 1e-3
+    step_size: float | None = None  # None: 1e-3, or 0.05 for the picture recipe
     temperature: float = 0.1
     target_accept: float = 0.574
     precondition: str = "auto"
@@ -95,6 +105,7 @@ class RunSpec:
     threads: int | None = None
     checkpoint_every: int = 100
     weights: str | None = None  # a weights file instead of the model's default one
+    jitter: int | None = None  # px; None: size // 16 for the picture recipe, else 0
 
     def __post_init__(self):
         for name in ("targets", "priors", "three_epsilons"):
@@ -110,20 +121,45 @@ class RunSpec:
                     f"three_epsilons set the step size, temperature and likelihood weight; "
                     f"do not give {', '.join(clash)} too"
                 )
-        if self.method == "descent" and self.temperature not in (0, defaults["temperature"]):
+        from .models.zoo import MODEL_NAMES
+
+        known = self.model in MODEL_NAMES or str(self.model).startswith("torchvision:")
+        if (self.method == "descent" or (self.method is None and known)) and (
+            self.resolved_method == "descent"
+            and self.temperature not in (0, defaults["temperature"])
+        ):  # an unknown model is refused by name when the run is built
+            why = ("method descent runs" if self.method else
+                   f"{self.model} is an RGB model: its default is the picture recipe, descent, "
+                   "which runs")  # fmt: skip
             raise ValueError(
-                f"method descent runs at temperature 0; temperature {self.temperature:g} would "
-                "be ignored: drop it, or use mala or ula"
+                f"{why} at temperature 0; temperature {self.temperature:g} would be ignored: "
+                "drop it, or give method mala or ula to sample"
+            )
+        if self.jitter and self.resolved_method == "mala":
+            raise ValueError(
+                f"jitter {self.jitter}: a random transform per step makes the energy random, and "
+                "MALA's accept step needs a fixed one: give jitter 0, or method ula or descent"
             )
         from .samplers.driver import SEED_LIMIT
 
         if not (isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT):
             raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
 
+    @property
+    def resolved_method(self) -> str:
+        """``method``, or the model's default: mala for MNIST models, descent for RGB ones."""
+        return self.method or ("mala" if self.model in MNIST_MODELS else "descent")
+
+    @property
+    def picture_recipe(self) -> bool:
+        """Descent on an RGB model: jitter, colour x 1/f, normalized steps, a grey start."""
+        return self.model not in MNIST_MODELS and self.resolved_method == "descent"
+
     def to_dict(self) -> dict[str, Any]:
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-        if d["weights"] is None:  # absent when unset: specs from before it keep their hash
-            del d["weights"]
+        for key in ("weights", "jitter"):  # absent when unset: older specs keep their hash
+            if d[key] is None:
+                del d[key]
         return d
 
     @classmethod
@@ -211,7 +247,9 @@ def _parameters(spec: RunSpec) -> tuple[float, float, float, float, dict | None]
             "means": p.describe(),
         }
         return p.step_size, p.temperature, p.prior_weight, p.likelihood_weight, card
-    return spec.step_size, spec.temperature, 1.0, spec.likelihood_weight, None
+    step = spec.step_size if spec.step_size is not None else (
+        0.05 if spec.picture_recipe else 1e-3)  # fmt: skip
+    return step, spec.temperature, 1.0, spec.likelihood_weight, None
 
 
 def resolve_device(name: str, *, tf32: bool = False) -> torch.device:
@@ -334,10 +372,11 @@ def build(spec: RunSpec) -> Built:
         raise ValueError(str(err).splitlines()[0]) from None
     targets = _targets(spec, model)
     step_size, temperature, prior_factor, lik_weight, eps_card = _parameters(spec)
-    if spec.method == "descent":
+    method, picture = spec.resolved_method, spec.picture_recipe
+    if method == "descent":
         temperature = 0.0
     elif not temperature > 0:
-        raise ValueError(f"--temperature must be > 0 for --method {spec.method}")
+        raise ValueError(f"--temperature must be > 0 for --method {method}")
     channels = getattr(model, "input_channels", 3)
     size = 28 if spec.model in MNIST_MODELS else spec.size
     shape = (channels, size, size)
@@ -346,10 +385,10 @@ def build(spec: RunSpec) -> Built:
         raise ValueError(
             f"--thin {spec.thin} keeps no draw of --steps {spec.steps}: give --thin <= --steps"
         )
-    if spec.schedule == "dual_averaging" and spec.method in ("ula", "descent"):
+    if spec.schedule == "dual_averaging" and method in ("ula", "descent"):
         raise ValueError(
             f"--schedule dual_averaging adapts the step to an acceptance rate, which --method "
-            f"{spec.method} does not have: give --schedule constant, cosine, polynomial or "
+            f"{method} does not have: give --schedule constant, cosine, polynomial or "
             "exponential"
         )
     check_input_side(model, size, what=f"--size {size}", name=spec.model)
@@ -358,50 +397,77 @@ def build(spec: RunSpec) -> Built:
         draws=spec.steps // thin,
         steps=spec.warmup + spec.steps, what=f"{len(targets) * spec.chains} chains",
     )  # fmt: skip
-    priors = list(spec.priors) or (["fitted=1"] if spec.model in MNIST_MODELS else ["stationary=1"])
+    # the picture recipe's prior is its jitter and preconditioner: a Gaussian or TV prior at
+    # weight 1 washes its pictures out (p(espresso) 0.99, 0.35, 0.02, 0.005 under stationary=1
+    # against 1.0, 1.0, 0.97, 0.48 without, lite0 at 64 px)
+    priors = list(spec.priors) or (
+        ["fitted=1"] if spec.model in MNIST_MODELS else ["none"] if picture else ["stationary=1"]
+    )
     parsed = [(n, w * prior_factor, params) for n, w, params in map(parse_prior, priors)]
     train = None
     if spec.model in MNIST_MODELS and any(n == "fitted" for n, _, _ in parsed):
         train = _mnist_train()
     prior = build_prior(parsed, shape, data=train)
     precond = prior.preconditioner
+    rgb = channels == 3
     if spec.precondition == "none":
         precond = None
     elif spec.precondition == "fourier":
         from .linalg import Fourier
 
         precond = Fourier((size, size), decay=1.0)
+    elif spec.precondition == "color-fourier" or (spec.precondition == "auto" and rgb):
+        if not rgb:
+            raise ValueError("--precondition color-fourier is for RGB models")
+        from .datasets import photo_color_covariance
+        from .linalg import ColorFourier
+
+        precond = ColorFourier((size, size), photo_color_covariance(), decay=1.0)
     elif spec.precondition != "auto":
-        raise ValueError(f"--precondition must be auto, none or fourier, not {spec.precondition!r}")
+        raise ValueError(
+            f"--precondition must be auto, none, fourier or color-fourier, not "
+            f"{spec.precondition!r}"
+        )
 
     target_t = torch.tensor(targets).repeat_interleave(spec.chains)
     likelihood = ClassLikelihood(model, target_t)
+    jitter = spec.jitter if spec.jitter is not None else (size // 16 if picture else 0)
+    if jitter:  # the model sees a randomly moved image; the prior sees the image itself
+        from .energies import RandomAffine, Transformed
+
+        likelihood = Transformed(
+            likelihood, RandomAffine(jitter=jitter, scale=(0.9, 1.1), degrees=5.0, seed=spec.seed)
+        )
     energy = lik_weight * likelihood
     if prior.energy is not None:
         energy = energy + prior.energy
     g = torch.Generator().manual_seed(spec.seed)
     start = train.mean(0, keepdim=True) if train is not None else torch.full((1, *shape), 0.5)
-    x0 = start + 0.1 * torch.randn((len(target_t), *shape), generator=g)
-    if prior.bounds is not None:
+    # MALA's chains start apart (R-hat needs overdispersed starts); a picture starts grey
+    x0 = start + (0.02 if picture else 0.1) * torch.randn((len(target_t), *shape), generator=g)
+    bounds = prior.bounds if prior.bounds is not None or not picture else (0.0, 1.0)
+    if bounds is not None:
         x0 = x0.clamp(0.01, 0.99)
     schedule = spec.schedule or ("constant" if eps_card else "dual_averaging")
     if eps_card and schedule != "constant":
         eps_card["note"] = f"the {schedule} schedule changes the step size eps over the run"
-    if spec.method != "mala" and schedule == "dual_averaging" and spec.schedule is None:
+    if method != "mala" and schedule == "dual_averaging" and spec.schedule is None:
         schedule = "constant"  # the default adapts to an acceptance rate, which only MALA has
     sampler = {
         "steps": spec.steps,
         "warmup": spec.warmup,
-        "method": spec.method,
+        "method": method,
         "step_size": step_size,
         "schedule": None if schedule == "constant" else schedule,
         "target_accept": spec.target_accept,
         "temperature": temperature if temperature > 0 else 1.0,
         "preconditioner": precond,
-        "bounds": prior.bounds,
+        "bounds": bounds,
         "thin": thin,
         "seed": spec.seed,
     }
+    if picture:
+        sampler["normalize_step"] = True
     parameters = eps_card or {
         "epsilon": step_size,
         "temperature": temperature,
@@ -637,12 +703,12 @@ def metrics(built: Built, final: torch.Tensor) -> dict:
     for c in built.targets:
         group = final[target_t == c]
         if len(group) >= 2:
-            vendi.append(D.vendi_score(features(group)))
+            vendi.append(D.vendi_score(features(group), centre=True))
             pairwise.append(D.mean_pairwise_distance(group))
     if vendi:
         out["vendi_within_target"] = sum(vendi) / len(vendi)
         out["pairwise_pixel_within_target"] = sum(pairwise) / len(pairwise)
-        out["vendi_max"] = spec.chains
+        out["vendi_max"] = spec.chains - 1  # centred: N samples span at most N - 1 directions
     with torch.no_grad():
         out["sampling_model_class_entropy"] = D.class_entropy(_logits(model, final))
         if built.prior.energy is not None:
@@ -840,8 +906,9 @@ def _announce(built: Built, *, resumed: bool) -> str:
     what = "resuming" if resumed else f"{spec.model}, {len(built.targets)} target(s) x"
     head = f"{spec.job}: {what}" + ("" if resumed else f" {spec.chains} chains")
     return (
-        f"{head}, {spec.method}, T = {built.parameters['temperature']:g}, {s['warmup']} warmup + "
-        f"{s['steps']} steps on {built.x0.device}, {torch.get_num_threads()} thread(s)"
+        f"{head}, {spec.resolved_method}, T = {built.parameters['temperature']:g}, "
+        f"{s['warmup']} warmup + {s['steps']} steps on {built.x0.device}, "
+        f"{torch.get_num_threads()} thread(s)"
     )
 
 

@@ -77,7 +77,19 @@ def test_sample_lite0_by_class_name_at_small_size(tmp_path):
                "4", "--warmup", "2", "--chains", "2", "--out", str(out), "--quiet"])  # fmt: skip
     assert rc == 0
     card = json.loads((out / "run.json").read_text())
-    assert card["targets"] == [967] and card["priors"][0]["name"] == "stationary"
+    assert card["targets"] == [967] and card["priors"][0]["name"] == "none"
+    # an RGB model's default is the picture recipe
+    config = card["config"]
+    assert config["method"] == "descent" and config["normalize_step"] is True
+    assert config["preconditioner"].startswith("ColorFourier") and config["bounds"] == [0.0, 1.0]
+    assert "RandomAffine(jitter=2" in config["energy"]
+    # sampling it at T > 0 is asked for by name, and refuses a random energy under MALA
+    rc = main(["sample", "--model", "lite0", "--target", "espresso", "--size", "32", "--steps",
+               "4", "--warmup", "2", "--chains", "2", "--method", "mala", "--out",
+               str(tmp_path / "mala"), "--quiet"])  # fmt: skip
+    assert rc == 0
+    config = json.loads((tmp_path / "mala" / "run.json").read_text())["config"]
+    assert config["method"] == "mala" and "RandomAffine" not in config["energy"]
 
 
 def test_visualize_and_dream_at_small_size(tmp_path):
@@ -119,8 +131,14 @@ def files(tmp_path):
 
 EPS = ["--eps1", ".1", "--eps2", ".1", "--eps3", ".1"]
 BAD = [
-    (["dream", "--layer", "_blocks.4", "--image", "{tmp}/missing.png"], "no such file"),
-    (["dream", "--layer", "_blocks.4", "--image", "{text}"], "not an image file"),
+    (
+        ["dream", "--model", "lite0", "--layer", "_blocks.4", "--image", "{tmp}/missing.png"],
+        "no such file",
+    ),
+    (
+        ["dream", "--model", "lite0", "--layer", "_blocks.4", "--image", "{text}"],
+        "not an image file",
+    ),
     (["sample", "--model", "mnist", "--target", "giraffe"], "unknown class name"),
     (["sample", "--model", "mnist", "--target", "12"], "out of range"),
     (["sample", "--model", "nosuchnet", "--target", "1"], "unknown model"),
@@ -137,6 +155,15 @@ BAD = [
     (["sample", "--temperature", "0"], "must be > 0"),
     (["sample", "--eps1", "0.1"], "all three"),
     (["sample", "--model", "lite0", "--target", "1", "--prior", "fitted"], "MNIST models only"),
+    (
+        ["sample", "--model", "lite0", "--target", "1", "--temperature", "0.05"],
+        "its default is the picture recipe, descent",
+    ),
+    (
+        ["sample", "--model", "lite0", "--target", "1", "--method", "mala", "--jitter", "4"],
+        "MALA's accept step needs a fixed one",
+    ),
+    (["sample", "--precondition", "color-fourier"], "is for RGB models"),
     (["sample", "--out", "{unwritable}"], "cannot write there"),
     (["diagnose", "{tmp}/nowhere"], "no run at"),
     (["diagnose", "{text}"], "not a run DataTree"),
@@ -144,22 +171,43 @@ BAD = [
     (["sample", "--out", ""], "--out is empty"),
     (["sample", "--resume", "{tmp}"], "no run record"),
     (["sample", "--device", "gpu0"], "not a device"),
-    (["visualize", "--layer", "_blocks.1", "--device", "meta"], "only cpu and cuda"),
+    (
+        ["visualize", "--model", "lite0", "--layer", "_blocks.1", "--device", "meta"],
+        "only cpu and cuda",
+    ),
     # sizes the model's kernels cannot take, found before anything is made
     (["sample", "--model", "lite0", "--target", "1", "--size", "3"], "--size 3 is too small"),
-    (["visualize", "--layer", "_blocks.14", "--size", "3"], "need at least 32 px"),
-    (["dream", "--layer", "_blocks.14", "--size", "40"], "smallest of 4 octaves"),
+    (
+        ["visualize", "--model", "lite0", "--layer", "_blocks.14", "--size", "3"],
+        "need at least 32 px",
+    ),
+    (
+        ["dream", "--model", "lite0", "--layer", "_blocks.14", "--size", "40"],
+        "smallest of 4 octaves",
+    ),
     # memory and disk needs checked up front
     (["sample", "--model", "lite0", "--target", "1", "--size", "100000"], "of memory"),
     (["sample", "--steps", "1000000000"], "of memory"),
     (["sample", "--seed", "1180591620717411303424"], "--seed: must be < 9223372036854775808"),
     (["sample", "--steps", "2", "--warmup", "0", "--thin", "1000"], "keeps no draw"),
-    (["dream", "--layer", "_blocks.4", "--image", "{strip}"], "a strip, not a photo"),
-    (["dream", "--layer", "_blocks.4", "--image", "{big}"], "decompression bomb"),
+    (
+        ["dream", "--model", "lite0", "--layer", "_blocks.4", "--image", "{strip}"],
+        "a strip, not a photo",
+    ),
+    (
+        ["dream", "--model", "lite0", "--layer", "_blocks.4", "--image", "{big}"],
+        "decompression bomb",
+    ),
     # layers and channels
-    (["visualize", "--layer", "_blocks"], "give one of its parts (_blocks.0"),
-    (["visualize", "--layer", "_blocks.0", "--channels", "100000"], "has 16 channels"),
-    (["visualize", "--layer", "_blocks.0", "--channel", "16"], "channels 0..15"),
+    (["visualize", "--model", "lite0", "--layer", "_blocks"], "give one of its parts (_blocks.0"),
+    (
+        ["visualize", "--model", "lite0", "--layer", "_blocks.0", "--channels", "100000"],
+        "has 16 channels",
+    ),
+    (
+        ["visualize", "--model", "lite0", "--layer", "_blocks.0", "--channel", "16"],
+        "channels 0..15",
+    ),
     (["visualize", "--model", "mnist", "--layer", "conv1"], "models mnist --layers"),
     (["sample", "--model", "mnist", "--weights", "{tmp}/no.pth"], "missing"),
     (["models", "nosuchnet"], "unknown model"),
@@ -175,7 +223,9 @@ BAD = [
     (["sample", "--method", "ula", "--schedule", "dual_averaging"], "which --method ula"),
 ]
 if not torch.cuda.is_available():
-    BAD.append((["dream", "--layer", "_blocks.4", "--device", "cuda"], "no CUDA GPU"))
+    BAD.append(
+        (["dream", "--model", "lite0", "--layer", "_blocks.4", "--device", "cuda"], "no CUDA GPU")
+    )
 
 
 @pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
@@ -334,16 +384,17 @@ def test_dream_of_a_photo_keeps_its_size_and_its_16_bit_values(tmp_path):
     Image.fromarray(grey).save(tmp_path / "deep.png")
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
     out = tmp_path / "dream"
-    rc = main(["dream", "--layer", "_blocks.1", "--image", str(tmp_path / "deep.png"),
-               "--octaves", "1", "--steps", "1", "--out", str(out), "--quiet"])  # fmt: skip
+    rc = main(["dream", "--model", "lite0", "--layer", "_blocks.1", "--image",
+               str(tmp_path / "deep.png"), "--octaves", "1", "--steps", "1", "--out", str(out),
+               "--quiet"])  # fmt: skip
     assert rc == 0
     seen = np.asarray(Image.open(out / "input.png"), dtype=np.float64)
     assert seen.shape == (40, 60, 3)
     assert abs(seen.mean() - grey.mean() / 257) < 1.0  # not white (255)
     assert Image.open(out / "dream.png").size == (60, 40)
-    rc = main(["dream", "--layer", "_blocks.1", "--image", str(tmp_path / "deep.png"),
-               "--size", "32", "--octaves", "1", "--steps", "1", "--out", str(out), "--force",
-               "--quiet"])  # fmt: skip
+    rc = main(["dream", "--model", "lite0", "--layer", "_blocks.1", "--image",
+               str(tmp_path / "deep.png"), "--size", "32", "--octaves", "1", "--steps", "1",
+               "--out", str(out), "--force", "--quiet"])  # fmt: skip
     assert rc == 0 and Image.open(out / "dream.png").size == (48, 32)
 
 

@@ -143,9 +143,12 @@ def add_common(
 
 def add_sampling(p: argparse.ArgumentParser, *, steps: int, warmup: int, chains: int,
                  temperature: float, lik: float) -> None:  # fmt: skip
-    p.add_argument("--method", choices=("mala", "ula", "descent"), default="mala")
-    p.add_argument("--step-size", type=positive_float, default=1e-3,
-                   help="initial step size (dual averaging adapts it during warmup)")  # fmt: skip
+    p.add_argument("--method", choices=("mala", "ula", "descent"), default=None,
+                   help="default: mala for MNIST models; for RGB models the picture recipe, "
+                        "descent with jitter (give mala or ula to sample at T > 0)")  # fmt: skip
+    p.add_argument("--step-size", type=positive_float, default=None,
+                   help="initial step size (dual averaging adapts it during warmup); default "
+                        "1e-3, or 0.05 (mean change per step) for the picture recipe")  # fmt: skip
     p.add_argument("--temperature", type=nonneg_float, default=temperature)
     p.add_argument("--likelihood-weight", type=positive_float, default=lik)
     p.add_argument("--chains", type=positive_int, default=chains, help="chains per target")

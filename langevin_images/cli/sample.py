@@ -12,6 +12,7 @@ from .common import (
     add_sampling,
     argv_given,
     nonneg_float,
+    nonneg_int,
     positive_int,
     prior,
     say,
@@ -28,7 +29,7 @@ SPEC_FIELDS = {
     "step_size": "step_size", "temperature": "temperature", "precondition": "precondition",
     "chains": "chains", "steps": "steps", "warmup": "warmup", "thin": "thin", "seed": "seed",
     "size": "size", "device": "device", "tf32": "tf32", "threads": "threads",
-    "checkpoint_every": "checkpoint_every", "weights": "weights",
+    "checkpoint_every": "checkpoint_every", "weights": "weights", "jitter": "jitter",
 }  # fmt: skip
 
 
@@ -115,12 +116,37 @@ def _print_demo(args, result) -> None:
           f"{time.perf_counter() - args.t0:.1f} s in all")  # fmt: skip
     print(f"  judge ({m['judge']}) top-1 on the final draws: {m['judge_top1']:.3f} ({per_class})")
     print(
-        f"  diversity within a digit: Vendi {m['vendi_within_target']:.2f} of {args.chains}, "
+        f"  diversity within a digit: Vendi {m['vendi_within_target']:.2f} of "
+        f"{m['vendi_max']} (centred judge features), "
         f"mean pairwise L2 {m['pairwise_pixel_within_target']:.2f}; Fréchet distance to the "
         f"MNIST test set {m['frechet_to_mnist_test']:.1f}"
     )
     print("  diagnostics: " + str(verdict).replace("\n", "\n  "))
+    if not verdict.ok:
+        print(_not_converged_in_words(verdict, args))
     print(f"  wrote {out}/: final.png (digits), samples.png, run.nc, run.json, plots")
+
+
+def _not_converged_in_words(verdict, args) -> str:
+    """What "NOT converged" means for a newcomer, and how many steps would do, estimated from
+    the run itself: a chain's ESS grows in proportion to its steps once it has mixed."""
+    table = verdict.table
+    ess, rhat = float(table["ess_bulk"].min()), float(table["r_hat"].max())
+    per_draw = args.chains * args.steps / max(ess, 1.0)  # steps of one chain per independent draw
+    needed = 100 * round(400 * per_draw / args.chains / 100 + 0.5)
+    return (
+        f"  in words: the {args.chains} chains of a digit still disagree (R-hat up to {rhat:.2f}; "
+        f"1.01 is the bar), and the least explored summary holds the worth of {ess:.0f} "
+        f"independent draws (400 is the bar). The digits look right, but the chains have not "
+        f"explored every way of writing them: this target mixes slowly, about one independent "
+        f"draw per {per_draw:.0f} steps of a chain, so the samples' frequencies are not yet to "
+        f"be trusted.\n"
+        f"  to get there: about {needed} steps per chain would bring every ESS to 400 "
+        f"(langevin-images demo --steps {needed}, {needed / args.steps:.0f}x this run's time); "
+        f"R-hat can need more, or more chains (--chains), because chains that settle on "
+        f"different ways of writing a digit rarely cross (the README's \"Is the demo "
+        f'converged?" shows a run 15x longer).'
+    )
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -129,11 +155,13 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """The main job on the embedded default: class-conditional MNIST digits of all ten classes
-    with MALA under the data-fitted Gaussian prior, with its diagnostics."""
-    args.model, args.target, args.prior = "mnist", None, ["fitted=1"]
+    from the adversarially trained classifier, MALA under the data-fitted Gaussian prior, with
+    its diagnostics. 100 kept draws per chain (thin 10): R-hat and ESS need them."""
+    args.model, args.target, args.prior = "mnist-robust", None, ["fitted=1"]
     args.schedule, args.precondition = "dual_averaging", "auto"
     args.eps1 = args.eps2 = args.eps3 = None
-    args.size, args.thin = 28, None
+    args.size, args.jitter = 28, None
+    args.thin = max(1, args.steps // 100)
     args.t0 = time.perf_counter()
     return _run(args, job="demo")
 
@@ -143,12 +171,13 @@ def add_parsers(sub) -> None:
 
     demo = sub.add_parser("demo", help="the main job: class-conditional MNIST with diagnostics")
     add_common(demo, out="out/demo")
-    add_sampling(demo, steps=1000, warmup=300, chains=8, temperature=0.1, lik=100.0)
+    add_sampling(demo, steps=1000, warmup=700, chains=8, temperature=0.3, lik=100.0)
     demo.set_defaults(func=_demo, parser=demo)
 
     s = sub.add_parser("sample", help="sample images of target classes from a classifier")
     add_common(s, out="out/sample")
-    s.add_argument("--model", default="mnist", help="lite0, mnist, mnist-judge, torchvision:NAME")
+    s.add_argument("--model", default="mnist",
+                   help="mnist, mnist-robust, mnist-judge, lite0, torchvision:NAME")  # fmt: skip
     s.add_argument(
         "--target",
         action="append",
@@ -160,8 +189,13 @@ def add_parsers(sub) -> None:
     add_sampling(s, steps=200, warmup=300, chains=4, temperature=0.1, lik=100.0)
     s.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="default: dual_averaging, or constant with --eps1/2/3")  # fmt: skip
-    s.add_argument("--precondition", choices=("auto", "none", "fourier"), default="auto",
-                   help="auto: the fitted or stationary prior's covariance, if any")  # fmt: skip
+    s.add_argument("--precondition", choices=("auto", "none", "fourier", "color-fourier"),
+                   default="auto", help="auto: colour x 1/f for RGB models, the fitted prior's "
+                   "covariance for MNIST")  # fmt: skip
+    s.add_argument("--jitter", type=nonneg_int, default=None,
+                   help="random shift (px), with scale 0.9-1.1 and rotation 5 deg, of the image "
+                        "the model sees each step; default size // 16 for the picture recipe, "
+                        "else 0 (not with mala: the energy would be random)")  # fmt: skip
     s.add_argument("--size", type=positive_int, default=64, help="image side (RGB models)")
     s.add_argument("--thin", type=positive_int, default=None)
     for k in (1, 2, 3):
