@@ -98,7 +98,7 @@ def _run(args, model, image, guide, out) -> None:
 def add_parsers(sub) -> None:
     r = sub.add_parser("dream", help="DeepDream of a photo")
     add_common(r, out="out/dream")
-    r.add_argument("--model", default="lite0")
+    r.add_argument("--model", default="vgg19", help="vgg19 (default), vgg19-avg, lite0, ...")
     r.add_argument("--image", default="chelsea", help="a file, or astronaut/chelsea/coffee/rocket")
     r.add_argument(
         "--layer", action="append", required=True, help="named_modules() path (repeatable)"

@@ -106,7 +106,9 @@ def _run(args, model, chosen: dict, init, out) -> None:
 def add_parsers(sub) -> None:
     v = sub.add_parser("visualize", help="activation maximization of a layer's channels")
     add_common(v, out="out/visualize")
-    v.add_argument("--model", default="lite0")
+    v.add_argument("--model", default="vgg19",
+                   help="vgg19 (default: crisper, more colourful pictures than lite0; see the "
+                        "README), vgg19-avg, lite0, vgg16, mnist, torchvision:NAME")  # fmt: skip
     v.add_argument(
         "--layer", action="append", required=True, help="named_modules() path (repeatable)"
     )
