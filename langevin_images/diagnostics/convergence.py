@@ -242,8 +242,9 @@ def _frozen(post, stats, travel_min: float) -> tuple[str, list[str]] | None:
     finding = (
         f"the chains barely moved: the median chain's RMS pixel change over the kept draws is "
         f"{float(np.median(travel)):.2g} (under {travel_min:g} of the [0, 1] range){step}. "
-        f"The acceptance rate looks fine only because the steps are tiny: the energy is too "
-        f"rough for MALA here"
+        f"The acceptance rate can look fine because the steps are tiny: unless the target is "
+        f"truly that narrow, the energy is too rough for MALA here (an ImageNet classifier's "
+        f"adversarial directions, say)"
     )
     return finding, [
         "descent (--method descent) for pictures",
@@ -296,7 +297,7 @@ def diagnose(
     target_accept: float | None = None,
     accept_tolerance: float = 0.15,
     stuck_accept: float = 0.02,
-    frozen_travel: float = 0.01,
+    frozen_travel: float = 0.02,
 ) -> Diagnosis:
     """Say in words whether a run converged, what did not, and what to try.
 
