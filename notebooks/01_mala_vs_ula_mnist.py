@@ -124,15 +124,15 @@ for name, dt in dts.items():
 #
 # Realism: the judge's top-1 rate and mean probability of the target class, and the Fréchet
 # distance between the judge's penultimate features of the samples and of the MNIST test set.
-# Diversity: the Vendi score of those features within a digit (1 = all alike,
-# `PER_CLASS` = all different) and the mean pairwise pixel distance.
+# Diversity: the Vendi score of those features within a digit, centred (1 = all alike,
+# `PER_CLASS - 1` = all different) and the mean pairwise pixel distance.
 
 # %%
 ref = features(test[:2000] if SMALL else test)
 for name, run in (("MALA", mala), ("ULA, same step", ula), ("ULA, 4x step", ula4)):
     x = run.samples[:, -1].clamp(0, 1)
     real = D.realism(x, targets, judge=judge, reference_features=ref, features=features)
-    vendi = sum(D.vendi_score(features(x[targets == c])) for c in range(10)) / 10
+    vendi = sum(D.vendi_score(features(x[targets == c]), centre=True) for c in range(10)) / 10
     print(f"{name:15s} judge top-1 {real['judge_top1']:.3f}  p {real['judge_prob']:.3f}  "
           f"Fréchet {real['frechet']:7.1f}  Vendi {vendi:.2f}")  # fmt: skip
 
