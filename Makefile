@@ -31,4 +31,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench_study.py
 	.venv/bin/python benchmarks/bench_scaling.py
 	.venv/bin/python benchmarks/bench_funnel_fallback.py
+	.venv/bin/python benchmarks/bench_pictures.py
 	.venv/bin/langevin-images bench --suite all --adapt diagonal --adapt lowrank --json benchmarks/results-bench.json

@@ -92,6 +92,18 @@ def test_sample_lite0_by_class_name_at_small_size(tmp_path):
     assert config["method"] == "mala" and "RandomAffine" not in config["energy"]
 
 
+def test_visualize_and_dream_default_to_vgg19(tmp_path):
+    """VGG19 makes crisper, more colourful pictures than lite0 (benchmarks/bench_pictures.py):
+    it is the default network of both commands."""
+    for argv in (["visualize", "--layer", "relu1_2", "--channels", "1", "--size", "32",
+                  "--steps", "2"],
+                 ["dream", "--layer", "relu1_2", "--size", "32", "--octaves", "1",
+                  "--steps", "1"]):  # fmt: skip
+        out = tmp_path / argv[0]
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
+        assert json.loads((out / "run.json").read_text())["model"]["name"] == "vgg19"
+
+
 def test_visualize_and_dream_at_small_size(tmp_path):
     vis = tmp_path / "vis"
     rc = main(["visualize", "--model", "lite0", "--layer", "_blocks.1", "--layer", "_blocks.9",
