@@ -67,10 +67,10 @@ class RunSpec:
 
     ``targets`` empty means every class of a model with at most 10; ``priors`` empty means the
     model's default (``fitted`` for MNIST, none for the picture recipe, ``stationary``
-    otherwise); ``schedule`` None means
-    dual averaging for MALA (constant with ``three_epsilons``, or for a method without an
-    accept step); ``thin`` None keeps about 40 draws; ``threads`` None leaves PyTorch's default
-    (every core), and a job that runs beside others should set 1.
+    otherwise); ``schedule`` None means dual averaging for MALA (constant with
+    ``three_epsilons``, or for a method without an accept step); ``thin`` None keeps about 40
+    draws; ``threads`` None leaves PyTorch's default (every core), and a job that runs beside
+    others should set 1.
 
     ``method`` None is the model's default: MALA for the MNIST models, and for RGB models the
     picture recipe, descent (T = 0) on the likelihood of a randomly jittered, scaled and rotated
