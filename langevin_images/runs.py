@@ -88,9 +88,9 @@ class RunSpec:
     priors: tuple[str, ...] = ()
     likelihood_weight: float = 100.0
     three_epsilons: tuple[float, float, float] | None = None
-    method: str | None = None  # None: mala for MNIST models, descent for RGB (see above)
+    method: str | None = None  # None: mala for MNIST models, descent for RGB (filled in)
     schedule: str | None = None
-    step_size: float | None = None  # None: 1e-3, or 0.05 for the picture recipe
+    step_size: float | None = None  # None: 1e-3, or 0.05 for the picture recipe (filled in)
     temperature: float = 0.1
     target_accept: float = 0.574
     precondition: str = "auto"
@@ -121,16 +121,20 @@ class RunSpec:
                     f"three_epsilons set the step size, temperature and likelihood weight; "
                     f"do not give {', '.join(clash)} too"
                 )
+        # The model's defaults are filled in here, so that a spec and its record agree and a
+        # default spec keeps the hash it had when the defaults were fixed values. An unknown
+        # model keeps None: it is refused by name when the run is built.
         from .models.zoo import MODEL_NAMES
 
         known = self.model in MODEL_NAMES or str(self.model).startswith("torchvision:")
-        if (self.method == "descent" or (self.method is None and known)) and (
-            self.resolved_method == "descent"
-            and self.temperature not in (0, defaults["temperature"])
-        ):  # an unknown model is refused by name when the run is built
-            why = ("method descent runs" if self.method else
-                   f"{self.model} is an RGB model: its default is the picture recipe, descent, "
-                   "which runs")  # fmt: skip
+        defaulted = self.method is None
+        if defaulted and known:
+            object.__setattr__(self, "method", "mala" if self.model in MNIST_MODELS else "descent")
+        if self.step_size is None and known:
+            object.__setattr__(self, "step_size", 0.05 if self.picture_recipe else 1e-3)
+        if self.method == "descent" and self.temperature not in (0, defaults["temperature"]):
+            why = (f"{self.model} is an RGB model: its default is the picture recipe, descent, "
+                   "which runs" if defaulted else "method descent runs")  # fmt: skip
             raise ValueError(
                 f"{why} at temperature 0; temperature {self.temperature:g} would be ignored: "
                 "drop it, or give method mala or ula to sample"
@@ -247,9 +251,7 @@ def _parameters(spec: RunSpec) -> tuple[float, float, float, float, dict | None]
             "means": p.describe(),
         }
         return p.step_size, p.temperature, p.prior_weight, p.likelihood_weight, card
-    step = spec.step_size if spec.step_size is not None else (
-        0.05 if spec.picture_recipe else 1e-3)  # fmt: skip
-    return step, spec.temperature, 1.0, spec.likelihood_weight, None
+    return spec.step_size, spec.temperature, 1.0, spec.likelihood_weight, None
 
 
 def resolve_device(name: str, *, tf32: bool = False) -> torch.device:
