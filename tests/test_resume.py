@@ -210,3 +210,18 @@ def test_the_record_never_writes_a_file_in_place(tmp_path, monkeypatch):
         rec.save_step(t, torch.zeros(2, 3), stats)
     rec.flush({"step": 2, "x": torch.ones(3)})
     assert len(opened) >= 4 and all(name.endswith(".partial") for name in opened), opened
+
+
+def test_default_specs_keep_the_hash_their_records_carry():
+    """A record is resumed only by a spec of the same hash: new fields and model-dependent
+    defaults must leave the hashes of existing specs alone (these were written by the release
+    that fixed the defaults as plain values)."""
+    from langevin_images.runs import RunSpec
+
+    assert RunSpec().hash == "30f1e75e324a0081"
+    assert RunSpec(three_epsilons=(1e-3, 1e-2, 2e-2)).hash == "c2675dcac801644d"
+    assert RunSpec(method="descent", temperature=0).hash == "52bebfb2578d7513"
+    # an RGB model's default is the picture recipe, filled in
+    lite0 = RunSpec(model="lite0", targets=("espresso",))
+    assert (lite0.method, lite0.step_size) == ("descent", 0.05) and lite0.picture_recipe
+    assert RunSpec.from_dict(lite0.to_dict()) == lite0
