@@ -418,7 +418,7 @@ def build(spec: RunSpec) -> Built:
         from .linalg import Fourier
 
         precond = Fourier((size, size), decay=1.0)
-    elif spec.precondition == "color-fourier" or (spec.precondition == "auto" and rgb):
+    elif spec.precondition == "color-fourier" or (spec.precondition == "auto" and picture):
         if not rgb:
             raise ValueError("--precondition color-fourier is for RGB models")
         from .datasets import photo_color_covariance

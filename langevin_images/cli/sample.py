@@ -190,8 +190,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="default: dual_averaging, or constant with --eps1/2/3")  # fmt: skip
     s.add_argument("--precondition", choices=("auto", "none", "fourier", "color-fourier"),
-                   default="auto", help="auto: colour x 1/f for RGB models, the fitted prior's "
-                   "covariance for MNIST")  # fmt: skip
+                   default="auto", help="auto: colour x 1/f for the picture recipe, else the "
+                   "prior's covariance (fitted for MNIST, stationary for RGB)")  # fmt: skip
     s.add_argument("--jitter", type=nonneg_int, default=None,
                    help="random shift (px), with scale 0.9-1.1 and rotation 5 deg, of the image "
                         "the model sees each step; default size // 16 for the picture recipe, "
