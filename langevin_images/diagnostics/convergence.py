@@ -231,8 +231,8 @@ def _frozen(post, stats, travel_min: float) -> tuple[str, list[str]] | None:
         return None
     x = post[name]
     change = (x.isel(draw=-1) - x.isel(draw=0)).values.astype(np.float64)
-    travel = np.sqrt((change.reshape(change.shape[0], -1) ** 2).mean(1))
-    if float(np.median(travel)) >= travel_min:
+    travel = float(np.median(np.sqrt((change.reshape(change.shape[0], -1) ** 2).mean(1))))
+    if travel >= travel_min:
         return None
     step = (
         f"; the step size adapted to {float(np.median(stats['step_size'].values[:, -1])):.2g}"
@@ -241,7 +241,7 @@ def _frozen(post, stats, travel_min: float) -> tuple[str, list[str]] | None:
     )
     finding = (
         f"the chains barely moved: the median chain's RMS pixel change over the kept draws is "
-        f"{float(np.median(travel)):.2g} (under {travel_min:g} of the [0, 1] range){step}. "
+        f"{travel:.2g} (under {travel_min:g} of the [0, 1] range){step}. "
         f"The acceptance rate can look fine because the steps are tiny: unless the target is "
         f"truly that narrow, the energy is too rough for MALA here (an ImageNet classifier's "
         f"adversarial directions, say)"
@@ -266,14 +266,14 @@ def _diagnose_descent(post: xr.Dataset, table: pd.DataFrame, *, tail: float = 0.
     if n < 2:
         findings = ["descent run with fewer than two kept draws: nothing to judge"]
         return Diagnosis(False, findings, ["keep more draws (a smaller thin)"], table)
-    last = np.median(energy[:, -k:], axis=1)
-    before = np.median(energy[:, max(0, n - 2 * k) : n - k], axis=1) if n > k else energy[:, 0]
+    last_window, window_before = energy[:, -k:], energy[:, max(0, n - 2 * k) : n - k]  # k <= n/2
+    last = np.median(last_window, axis=1)
     total = energy[:, 0] - last
-    recent = before - last
+    recent = np.median(window_before, axis=1) - last
     # the noise of a difference of two window medians (1.25 sd / sqrt(k) each), three times:
     # a stochastic energy's noise is not a fall
-    spread = energy[:, -k:].std(1) ** 2 + energy[:, max(0, n - 2 * k) : n - k].std(1) ** 2
-    recent = np.where(recent > 3 * 1.25 * np.sqrt(spread / k), recent, 0.0)
+    noise = 3 * 1.25 * np.sqrt((last_window.var(1) + window_before.var(1)) / k)
+    recent = np.where(recent > noise, recent, 0.0)
     still = np.flatnonzero(recent > tolerance * np.maximum(np.abs(total), 1e-12))
     findings = ["zero-noise run (descent): an optimization, so R-hat and ESS do not apply"]
     if not len(still):
