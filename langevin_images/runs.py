@@ -113,14 +113,6 @@ class RunSpec:
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        if self.three_epsilons is not None:
-            clash = [k for k in ("step_size", "temperature", "likelihood_weight")
-                     if getattr(self, k) != defaults[k]]  # fmt: skip
-            if clash:
-                raise ValueError(
-                    f"three_epsilons set the step size, temperature and likelihood weight; "
-                    f"do not give {', '.join(clash)} too"
-                )
         # The model's defaults are filled in here, so that a spec and its record agree and a
         # default spec keeps the hash it had when the defaults were fixed values. An unknown
         # model keeps None: it is refused by name when the run is built.
@@ -130,8 +122,21 @@ class RunSpec:
         defaulted = self.method is None
         if defaulted and known:
             object.__setattr__(self, "method", "mala" if self.model in MNIST_MODELS else "descent")
+        default_step = 0.05 if self.picture_recipe else 1e-3
+        if self.three_epsilons is not None:
+            unset = {  # values that mean "not given"; the filled-in default step is one
+                "step_size": (None, default_step),
+                "temperature": (defaults["temperature"],),
+                "likelihood_weight": (defaults["likelihood_weight"],),
+            }
+            clash = [k for k, values in unset.items() if getattr(self, k) not in values]
+            if clash:
+                raise ValueError(
+                    f"three_epsilons set the step size, temperature and likelihood weight; "
+                    f"do not give {', '.join(clash)} too"
+                )
         if self.step_size is None and known:
-            object.__setattr__(self, "step_size", 0.05 if self.picture_recipe else 1e-3)
+            object.__setattr__(self, "step_size", default_step)
         if self.method == "descent" and self.temperature not in (0, defaults["temperature"]):
             why = (f"{self.model} is an RGB model: its default is the picture recipe, descent, "
                    "which runs" if defaulted else "method descent runs")  # fmt: skip
