@@ -114,6 +114,20 @@ def test_partial_file_survives_a_failure(tmp_path):
     assert not partial.stats["diverging"][0].any()
 
 
+def test_a_record_killed_while_being_created_is_refused_in_one_line(tmp_path):
+    """A kill between the record's attributes and its arrays leaves a record without them: it
+    is refused with a ValueError (a study then starts the run again), not a KeyError."""
+    import shutil
+
+    path = tmp_path / "r.zarr"
+    li.sample(lambda x: 0.5 * x.square().sum(1), torch.zeros((2, 3)), steps=4,
+              record_to=path, progress=False)  # fmt: skip
+    ZarrRecorder.open(path)  # complete: readable
+    shutil.rmtree(path / "steps" / "acceptance_prob")
+    with pytest.raises(ValueError, match=r"an incomplete record .*start the run again"):
+        ZarrRecorder.open(path)
+
+
 def test_memory_recorder_interface():
     rec = MemoryRecorder()
     run = li.sample(

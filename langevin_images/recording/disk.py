@@ -304,8 +304,16 @@ class ZarrRecorder(Recorder):
         )
         rec.completed = int(a["completed_steps"])
         rec._group = g
-        steps = g["steps"]
-        rec._stat_dtypes = {k: _NP_TO_TORCH[str(steps[k].dtype)] for k in a.get("stat_names", [])}
+        try:
+            steps = g["steps"]
+            rec._stat_dtypes = {
+                k: _NP_TO_TORCH[str(steps[k].dtype)] for k in a.get("stat_names", [])
+            }
+        except KeyError as err:  # killed between writing its attributes and its arrays
+            raise ValueError(
+                f"{path}: an incomplete record (its array {err} is missing: the run was killed "
+                "while the record was being created); nothing to resume, start the run again"
+            ) from None
         return rec
 
     @property
