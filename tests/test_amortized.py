@@ -78,6 +78,26 @@ def test_adain_carries_the_style_statistics_and_alpha_0_the_content():
     assert net(c, s).shape == c.shape
 
 
+def test_adain_on_a_zoo_encoder_runs_a_channels_last_copy_of_its_layers():
+    from langevin_images.energies import capture
+    from langevin_images.models.zoo import ZooModel
+
+    zoo = ZooModel(tiny_vgg32(), name="tiny", mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    net = AdaINNet(zoo, width=0.1, in_channels=8)
+    assert net.trunk is not None and net.trunk is not zoo.net
+    c, s = photo(3, (32, 40)).float(), photo(4, (24, 24)).float()
+    # the trunk's features are the zoo model's at relu4_1, read by a hook
+    assert torch.allclose(net.encode(c), capture(zoo, ["relu4_1"], c)["relu4_1"], atol=1e-6)
+    with torch.no_grad():
+        before = net(c, [s])
+        net.channels_last()
+        after = net(c, [s])
+    assert net.trunk[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert net.decoder[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.is_contiguous() for p in zoo.parameters())  # the zoo model is left as it was
+    assert after.is_contiguous() and torch.allclose(after, before, atol=1e-5)
+
+
 def test_cin_interpolation_at_weight_1_is_that_style_and_halfway_mixes_gamma_beta():
     torch.manual_seed(0)
     net = TransformNet(3, **TINY, style_names=["a", "b", "c"])

@@ -351,6 +351,8 @@ def train(
     seconds = time.perf_counter() - t0
     _checkpoint(out / CHECKPOINT, net, opt, g, config, history)
     net.eval().requires_grad_(False)
+    if adain_kind:  # as load_network gives it: the same numbers from the file as from here
+        net.channels_last()
     result = Training(net, kind, history, seconds, resumed_from=start)
     card = {**(meta or {}), "training": {**config, "final_losses": result.final_losses(),
                                          "first_losses": _window_means(history, 20, last=False),
