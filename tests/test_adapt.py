@@ -32,6 +32,31 @@ def test_the_estimators_recover_a_known_covariance():
         estimate_preconditioner(x, "full")
 
 
+def test_with_gradients_a_gaussians_covariance_comes_from_draws_that_never_explored_it():
+    # draws from a far narrower, other Gaussian: their covariance says nothing of the target's,
+    # but with the target's gradients at them the geometric mean S # G^-1 is its covariance
+    target = ill_conditioned(12, 1000.0, seed=4)
+    g = torch.Generator().manual_seed(1)
+    x = target.mean + 0.01 * torch.randn(400, 12, generator=g, dtype=torch.float64)
+    grads = (x - target.mean) @ torch.linalg.inv(target.cov)  # grad of E = (x-mu)^T P (x-mu)/2
+    cov = target.cov
+    dense = estimate_preconditioner(x, "dense", grads=grads)
+    assert torch.allclose(dense.cov, cov, atol=0.02 * float(cov.abs().max()))
+    alone = estimate_preconditioner(x, "dense")
+    assert not torch.allclose(alone.cov, cov, atol=0.5 * float(cov.abs().max()))
+    # an axis-aligned Gaussian's variances, exactly, from the diagonal estimate
+    axis = _axis_gaussian(6)
+    xa = 0.1 * torch.randn(50, 6, generator=g, dtype=torch.float64)
+    diag = estimate_preconditioner(xa, "diagonal", grads=xa / axis.cov.diagonal())
+    assert torch.allclose(diag.scale, axis.cov.diagonal(), rtol=1e-10)
+    low = estimate_preconditioner(x, "lowrank", rank=11, grads=grads)
+    m = torch.diag(low.diag) + low.factor @ low.factor.T
+    top = torch.linalg.eigvalsh(cov)[-1]
+    assert torch.allclose(torch.linalg.eigvalsh(m)[-1], top, rtol=0.05)
+    with pytest.raises(ValueError, match="do not match"):
+        estimate_preconditioner(x, "dense", grads=grads[:10])
+
+
 @pytest.mark.parametrize(
     ("kind", "make"), [("diagonal", _axis_gaussian), ("dense", lambda: ill_conditioned(10, 100.0)),
                        ("lowrank", lambda: ill_conditioned(10, 100.0))],

@@ -13,6 +13,25 @@ Estimators of the draws' covariance ``S`` (``n`` draws):
 - ``"lowrank"``: the top ``rank`` principal directions of ``S`` plus the mean of the others'
   variances as a diagonal (``LowRankPlusDiagonal``): for targets too large for a dense ``M``;
 - ``"dense"``: ``n/(n+5) S + 1e-3 * 5/(n+5) I``.
+
+**With the gradients** at the draws (``adapt_preconditioner``'s default), the estimate uses
+them too, as nutpie does for HMC (Seyboldt et al. 2023): of the draws' covariance ``S`` and
+the gradients' ``G``, ``M`` is the matrix geometric mean ``S # G^{-1}``, the one SPD ``M``
+with ``M G M = S``. For a Gaussian target the gradient is ``A (x - mu)``, ``A`` the precision,
+so the empirical ``G`` is ``A S A`` *exactly*, and ``S # (A S A)^{-1} = A^{-1}``: the target's
+covariance, whatever the draws, as soon as they span the space. The draws' covariance alone
+needs the draws to have explored the target, which a warmup of MALA under a bad ``M`` does not
+do in the directions it mixes slowly in. On the 784-d dense Gaussian the draws alone gave no
+usable ``M`` (min ESS 9 of 32 000 draws); with the gradients, see the benchmark README.
+
+- ``"diagonal"``: ``sqrt(var(x) / var(grad))`` per coordinate;
+- ``"dense"``: ``S # G^{-1}`` in the coordinates scaled by that diagonal (each covariance shrunk
+  towards its diagonal when there are fewer than ``2 D`` draws);
+- ``"lowrank"``: that diagonal times the identity plus the ``rank`` directions of the dense
+  estimate (in the scaled coordinates, within the span of the draws and gradients) with the
+  largest variance above 1.
+
+The gradients cost one energy+gradient evaluation per draw, counted in ``grad_evals``.
 """
 
 from __future__ import annotations
@@ -41,14 +60,22 @@ class Adapted:
     windows: list[int] = field(default_factory=list)
 
 
-def estimate_preconditioner(draws: Tensor, kind: str = "diagonal", *, rank: int = 16):
-    """The preconditioner of ``kind`` estimated from ``draws`` ``(n, D)`` (see the module)."""
+def estimate_preconditioner(
+    draws: Tensor, kind: str = "diagonal", *, rank: int = 16, grads: Tensor | None = None
+):
+    """The preconditioner of ``kind`` estimated from ``draws`` ``(n, D)`` and, if given, the
+    energy's gradients ``grads`` at them (same shape; see the module)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     x = draws.reshape(draws.shape[0], -1).to(torch.float64)
     n, d = x.shape
     if n < 2:
         raise ValueError("estimating a preconditioner needs at least two draws")
+    if grads is not None:
+        g = grads.reshape(grads.shape[0], -1).to(torch.float64)
+        if g.shape != x.shape:
+            raise ValueError(f"grads {tuple(grads.shape)} do not match draws {tuple(draws.shape)}")
+        return _with_gradients(x, g, kind, rank)
     shrink, reg = n / (n + 5.0), 1e-3 * 5.0 / (n + 5.0)
     xc = x - x.mean(0)
     if kind == "diagonal":
@@ -66,6 +93,65 @@ def estimate_preconditioner(draws: Tensor, kind: str = "diagonal", *, rank: int 
     return LowRankPlusDiagonal(vt[:k].T * extra.sqrt(), torch.full((d,), base, dtype=torch.float64))
 
 
+def _with_gradients(x: Tensor, g: Tensor, kind: str, rank: int):
+    """The gradient-informed estimates of the module's docstring, from flat float64 draws
+    ``x`` and gradients ``g`` ``(n, D)``."""
+    d = x.shape[1]
+    xc, gc = x - x.mean(0), g - g.mean(0)
+    tiny = torch.finfo(torch.float64).tiny
+    var_x = xc.square().mean(0).clamp_min(tiny)
+    var_g = gc.square().mean(0).clamp_min(tiny)
+    scale = (var_x / var_g).sqrt()
+    flat = (~torch.isfinite(scale)) | (var_g <= tiny)  # coordinates the energy ignores
+    if bool(flat.any()):
+        scale = torch.where(flat, var_x.clamp_min(1e-3), scale)
+    if kind == "diagonal":
+        return Diagonal(scale)
+    root = scale.sqrt()
+    xs, gs = xc / root, gc * root  # coordinates in which the diagonal estimate is I
+    if kind == "dense":
+        m = _geometric_mean(_shrunk_cov(xs), _shrunk_cov(gs))
+        return Dense(root[:, None] * m * root[None, :])
+    # lowrank: the dense estimate within the span of the draws and gradients (r <= 2n
+    # directions), its largest eigenvalues above 1 kept as U U^T over the identity
+    basis, _, _ = torch.linalg.svd(torch.cat([xs, gs]).T, full_matrices=False)
+    basis = basis[:, : min(basis.shape[1], d)]
+    m = _geometric_mean(_shrunk_cov(xs @ basis), _shrunk_cov(gs @ basis))
+    lam, vec = torch.linalg.eigh(m)
+    keep = lam.argsort(descending=True)[: min(rank, d - 1)]
+    extra = (lam[keep] - 1.0).clamp_min(0.0)
+    u = (basis @ vec[:, keep]) * extra.sqrt()
+    return LowRankPlusDiagonal(root[:, None] * u, scale)
+
+
+def _shrunk_cov(z: Tensor) -> Tensor:
+    """The covariance of centred rows ``z`` ``(n, d)``; with ``n <= 2 d`` (singular, or nearly)
+    shrunk towards its diagonal by ``d / (n + d)``. With more rows it is left as it is: for a
+    Gaussian target the draws' and the gradients' covariances are then exactly related, and
+    any shrinkage would break that (towards the diagonal, it swamps the small eigenvalues of an
+    ill-conditioned target's gradient covariance)."""
+    n, d = z.shape
+    cov = z.T @ z / (n - 1)
+    if n > 2 * d:
+        return cov
+    shrink = n / (n + d)
+    return shrink * cov + (1.0 - shrink) * torch.diag(torch.diagonal(cov))
+
+
+def _spd_power(a: Tensor, power: float) -> Tensor:
+    w, v = torch.linalg.eigh(0.5 * (a + a.T))
+    floor = float(w.max()) * 1e-12
+    return (v * w.clamp_min(floor).pow(power)) @ v.T
+
+
+def _geometric_mean(s: Tensor, g: Tensor) -> Tensor:
+    """``S # G^{-1} = S^{1/2} (S^{1/2} G S^{1/2})^{-1/2} S^{1/2}``: the SPD ``M`` with
+    ``M G M = S``."""
+    root = _spd_power(s, 0.5)
+    m = root @ _spd_power(root @ g @ root, -0.5) @ root
+    return 0.5 * (m + m.T)
+
+
 def adapt_preconditioner(
     energy,
     x0: Tensor,
@@ -78,6 +164,7 @@ def adapt_preconditioner(
     target_accept: float = 0.574,
     temperature: float = 1.0,
     seed: int = 0,
+    gradients: bool = True,
     progress: bool = False,
     **kwargs,
 ) -> Adapted:
@@ -85,8 +172,10 @@ def adapt_preconditioner(
 
     ``first`` steps tune the step size with no preconditioner; then each window of
     ``windows`` runs ``w`` steps of step-size tuning and ``w`` steps that collect draws, with
-    the preconditioner estimated from the previous window's draws. Every call of ``sample``
-    gets its own seed (``seed``, ``seed + 1``, ...), so the warmup is reproducible.
+    the preconditioner estimated from the previous window's draws (and, with ``gradients``,
+    the energy's gradients at them: one more evaluation per draw, counted in ``grad_evals``).
+    Every call of ``sample`` gets its own seed (``seed``, ``seed + 1``, ...), so the warmup is
+    reproducible.
     """
     from .driver import sample
 
@@ -104,9 +193,20 @@ def adapt_preconditioner(
         evals += run.grad_evals
         position = run.final_state.position
         draws = run.samples.reshape(-1, *position.shape[1:])
-        precond = estimate_preconditioner(draws, kind, rank=rank)
+        grads = None
+        if gradients:
+            grads = _gradients(energy, draws, position.shape[0])
+            evals += -(-draws.shape[0] // position.shape[0])  # per chain, as grad_evals counts
+        precond = estimate_preconditioner(draws, kind, rank=rank, grads=grads)
         eps = _median_step(run)
     return Adapted(precond, eps, position.detach(), evals, [first, *windows])
+
+
+def _gradients(energy, draws: Tensor, batch: int) -> Tensor:
+    """The energy's gradient at every draw, ``batch`` draws (the chains' count) at a time."""
+    from .kernel import energy_and_grad
+
+    return torch.cat([energy_and_grad(energy, part)[1] for part in draws.split(batch)])
 
 
 def _median_step(run) -> float:
