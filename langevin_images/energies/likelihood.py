@@ -83,6 +83,7 @@ class ClassLikelihood(Energy):
                 [class_index(t, self.class_names, self.n_classes) for t in targets]
             )
         self.temperature, self.resize = float(temperature), resize
+        self._max_target = int(self.target.max())  # a number: checked without a tensor op
 
     def logits(self, x: Tensor) -> Tensor:
         check_images(x, channels=self.channels, who="ClassLikelihood")
@@ -114,9 +115,9 @@ class ClassLikelihood(Energy):
                 f"ClassLikelihood: the model returned logits of shape "
                 f"{tuple(logits.shape)}, expected (N, {self.n_classes})"
             )
-        if int(self.target.max()) >= logits.shape[1]:
+        if self._max_target >= logits.shape[1]:
             raise ValueError(
-                f"class index {int(self.target.max())} out of range: the model "
+                f"class index {self._max_target} out of range: the model "
                 f"has {logits.shape[1]} classes"
             )
         return logits, self._targets(x)
