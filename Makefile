@@ -32,4 +32,6 @@ bench: setup
 	.venv/bin/python benchmarks/bench_scaling.py
 	.venv/bin/python benchmarks/bench_funnel_fallback.py
 	.venv/bin/python benchmarks/bench_pictures.py
-	.venv/bin/langevin-images bench --suite all --adapt diagonal --adapt lowrank --json benchmarks/results-bench.json
+	.venv/bin/langevin-images bench --suite all --adapt diagonal --adapt lowrank --adapt dense --json benchmarks/results-bench.json
+	.venv/bin/langevin-images bench --compiled --target gaussian-100d --target banana --json benchmarks/results-bench-compiled.json
+	.venv/bin/langevin-images bench --suite images --compiled --chains 16 --json benchmarks/results-bench-images-compiled.json

@@ -20,6 +20,8 @@ shape ``(chains, ...)``: images are flattened inside and reshaped for the energy
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 import warnings
@@ -100,6 +102,21 @@ def _make_chunk(energy, temperature: float, target_accept: float):
     return chunk, grad_energy
 
 
+@contextlib.contextmanager
+def _quiet_inductor():
+    """Inductor's warnings while it compiles (an op without a C++ shim, which then runs through
+    a fallback; no CUDA found on a CPU machine) say nothing a user of the sampler can act on."""
+    loggers = [logging.getLogger(name) for name in ("torch._inductor", "torch.utils")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def sample_compiled(
     energy,
     x0: Tensor,
@@ -155,12 +172,13 @@ def sample_compiled(
         for options in ({"cpp_wrapper": True}, {}):
             try:
                 runner = torch.compile(fn, dynamic=False, fullgraph=True, options=options)
-                for adapt in (True, False):  # compile both graphs on a copy of the state
-                    k = min(chunk, warmup if adapt else steps) or 1
-                    runner(x, e, g, m, da,
-                           torch.zeros((k, chains, dim), dtype=dtype, device=device),
-                           torch.full((k, chains), -0.7, dtype=dtype, device=device),
-                           adapt)  # fmt: skip
+                with _quiet_inductor():
+                    for adapt in (True, False):  # compile both graphs on a copy of the state
+                        k = min(chunk, warmup if adapt else steps) or 1
+                        runner(x, e, g, m, da,
+                               torch.zeros((k, chains, dim), dtype=dtype, device=device),
+                               torch.full((k, chains), -0.7, dtype=dtype, device=device),
+                               adapt)  # fmt: skip
                 compiled = True
                 break
             except Exception as err:  # pragma: no cover - depends on the energy and platform
