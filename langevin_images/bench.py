@@ -134,10 +134,11 @@ def run_ours(
 
 def run_compiled(
     target: Target, *, chains: int = 8, warmup: int = 1000, steps: int = 4000, seed: int = 0,
-    chunk: int = 50, device: str = "cpu",
+    chunk: int | None = None, device: str = "cpu",
 ) -> dict:  # fmt: skip
     """``samplers.compiled.sample_compiled``: the same MALA and dual averaging, ``chunk``
-    steps per compiled call; the compilation's seconds are in the row, not in us/step."""
+    steps per compiled call (its default if None); the compilation's seconds are in the row,
+    not in us/step."""
     from .samplers.compiled import sample_compiled
 
     g = torch.Generator().manual_seed(seed)
@@ -146,7 +147,7 @@ def run_compiled(
                           chunk=chunk)  # fmt: skip
     draws = run.samples.to(torch.float64).cpu().numpy()
     acc = run.acceptance_prob[:, warmup:]
-    label = f"langevin_images MALA, compiled x{chunk}" + ("" if run.compiled else " (eager)")
+    label = "langevin_images MALA, compiled" + ("" if run.compiled else " (eager)")
     return _row(target, label, float(run.step_size.median()), float(acc.mean()), draws,
                 run.grad_evals, run.seconds / (warmup + steps) * 1e6, time_grad(target, x0),
                 {"stuck_chains": int((acc.mean(1) == 0).sum()),
@@ -326,8 +327,8 @@ def _images_compiled_rows(*, chains, warmup, steps, seed, device) -> list[dict]:
     built = build(RunSpec(model="mnist", targets=(3,), chains=chains, steps=steps,
                           warmup=warmup, seed=seed, device=device))  # fmt: skip
     energy, x0, eps = built.energy, built.x0, 1e-3
-    target = Target("mnist-digit-3, no precond.", x0[0].numel(), energy, energy,
-                    torch.full((x0[0].numel(),), math.nan), torch.full((x0[0].numel(),), math.nan))
+    unknown = torch.full((x0[0].numel(),), math.nan)  # no known truth
+    target = Target("mnist-digit-3, no precond.", x0[0].numel(), energy, energy, unknown, unknown)
     us_grad = time_grad(energy, x0, repeats=10)
     t0 = time.perf_counter()
     run = sample(energy, x0, steps=steps, warmup=warmup, step_size=eps,
@@ -340,10 +341,9 @@ def _images_compiled_rows(*, chains, warmup, steps, seed, device) -> list[dict]:
                  seconds / (warmup + steps) * 1e6, us_grad,
                  {"stuck_chains": int((stats["is_accepted"][:, warmup:].double().mean(1) == 0)
                                       .sum())})  # fmt: skip
-    comp = sample_compiled(energy, x0, steps=steps, warmup=warmup, step_size=eps, seed=seed,
-                           chunk=10)  # fmt: skip
+    comp = sample_compiled(energy, x0, steps=steps, warmup=warmup, step_size=eps, seed=seed)
     acc = comp.acceptance_prob[:, warmup:]
-    label = "langevin_images MALA, compiled x10" + ("" if comp.compiled else " (eager)")
+    label = "langevin_images MALA, compiled" + ("" if comp.compiled else " (eager)")
     compiled = _row(target, label, float(comp.step_size.median()), float(acc.mean()),
                     comp.samples.flatten(2).double().cpu().numpy(), comp.grad_evals,
                     comp.seconds / (warmup + steps) * 1e6, us_grad,

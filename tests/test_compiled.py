@@ -32,6 +32,17 @@ def test_a_diagonal_preconditioner_and_thinning():
         sample_compiled(target.energy, x0, steps=10, preconditioner=object(), compile=False)
 
 
+def test_steps_that_fill_no_whole_chunk_run_too():
+    target = gaussian(4, dtype=torch.float64)
+    x0 = target.init(4, torch.Generator().manual_seed(0), dtype=torch.float64)
+    run = sample_compiled(target.energy, x0, steps=1234, warmup=57, seed=1, chunk=100,
+                          unroll=7, compile=False)  # fmt: skip
+    assert run.samples.shape == (4, 1234, 4) and run.acceptance_prob.shape == (4, 57 + 1234)
+    assert bool(torch.isfinite(run.samples).all()) and run.grad_evals == 57 + 1234 + 1
+    with pytest.raises(ValueError, match="unroll"):
+        sample_compiled(target.energy, x0, steps=10, unroll=0, compile=False)
+
+
 def test_images_are_flattened_inside_and_the_draws_keep_their_shape():
     target = gaussian(12, dtype=torch.float64)
 
