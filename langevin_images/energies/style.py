@@ -162,7 +162,11 @@ class FeatureTerm(Energy):
         check_images(x, channels=getattr(self.model, "input_channels", None), who=self.name)
 
     def features(self, images: Tensor, layers: Sequence[str] | None = None) -> dict[str, Tensor]:
-        return capture(self.model, list(layers or self.layers), images)
+        """The layers' outputs for ``images``, in the images' dtype (a model run in reduced
+        precision, ``models.ReducedPrecision``, gives bfloat16 features: the losses, Gram
+        matrices and their gradients are computed in the images' precision all the same)."""
+        out = capture(self.model, list(layers or self.layers), images)
+        return {k: v.to(images.dtype) for k, v in out.items()}
 
     def from_features(self, features: dict[str, Tensor], x: Tensor) -> Tensor:
         raise NotImplementedError

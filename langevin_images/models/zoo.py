@@ -21,16 +21,26 @@ and are read with ``torch.load(..., weights_only=True)`` or h5py: never unpickle
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
 import importlib.util
 import os
+import weakref
 from pathlib import Path
 
 import torch
 from torch import nn
 
-__all__ = ["MODEL_NAMES", "ZooModel", "load_model", "weights_path"]
+__all__ = [
+    "MODEL_NAMES",
+    "ReducedPrecision",
+    "ZooModel",
+    "fast_bfloat16",
+    "load_model",
+    "reduced_precision",
+    "weights_path",
+]
 
 MNIST_NAMES = ("mnist", "mnist-judge", "mnist-robust")
 MODEL_NAMES = ("lite0", "vgg16", "vgg19", "vgg19-avg", *MNIST_NAMES, "torchvision:NAME")
@@ -93,6 +103,69 @@ class ZooModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, weights_sha256={self.weights_sha256[:12]}"
+
+
+class ReducedPrecision(ZooModel):
+    """A copy of a zoo model whose network runs in ``dtype`` (bfloat16) and channels-last
+    memory format; it takes and normalizes float32 images like the original, and its layers
+    have the original's names. Its outputs are in ``dtype``: ``FeatureTerm`` energies cast the
+    features back to the images' dtype, so their losses and Gram matrices stay in float32.
+
+    On a CPU with AMX (bfloat16 matrix tiles) a VGG19 forward+backward to relu5_1 at 128 px ran
+    3.9x faster than in float32; its gradient differs from float32's by about 1 % (bfloat16
+    keeps 8 bits of mantissa), which is why ``apps.style`` uses it only for the first part of
+    an optimization (``precision="mixed"``) and finishes in float32."""
+
+    def __init__(self, model: ZooModel, dtype: torch.dtype = torch.bfloat16):
+        net = copy.deepcopy(model.net).to(dtype=dtype, memory_format=torch.channels_last)
+        super().__init__(
+            net,
+            name=f"{model.name} ({str(dtype).removeprefix('torch.')})",
+            mean=model.mean.flatten().tolist(),
+            std=model.std.flatten().tolist(),
+            class_names=model.class_names,
+            input_channels=model.input_channels,
+            input_size=model.input_size,
+            weights_sha256=model.weights_sha256,
+            description=f"{model.description}; run in {str(dtype).removeprefix('torch.')}",
+            layer_names=model.layer_names,
+            bgr255=model.bgr255,
+        )
+        self.dtype = dtype
+        self.to(model.mean.device)
+        _freeze(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.normalize(x).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.net(z)
+
+
+_REDUCED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def reduced_precision(model: ZooModel, dtype: torch.dtype = torch.bfloat16) -> ReducedPrecision:
+    """The ``ReducedPrecision`` copy of ``model`` (made once per model and dtype, then kept
+    while the model lives)."""
+    if not isinstance(model, ZooModel):
+        raise TypeError(f"reduced_precision takes a zoo model, got {type(model).__name__}")
+    copies = _REDUCED.setdefault(model, {})
+    if dtype not in copies:
+        copies[dtype] = ReducedPrecision(model, dtype)
+    return copies[dtype]
+
+
+def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
+    """Whether bfloat16 matrix products are fast on ``device``: a CUDA GPU that supports
+    bfloat16, or a CPU with AMX tiles or AVX-512 BF16 instructions (where oneDNN runs
+    bfloat16 convolutions natively; elsewhere they are emulated and slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def _sha256(path: Path) -> str:
