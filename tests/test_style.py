@@ -224,6 +224,43 @@ def test_bad_arguments_are_refused():
         StyleEnergy(net, ["relu1_1"], style, mask=torch.zeros(1, 1, 4, 4))
 
 
+def test_wasserstein2_has_the_closed_form_of_commuting_gaussians_and_autograds_gradient():
+    from langevin_images.energies import wasserstein2
+
+    g = torch.Generator().manual_seed(0)
+    m, ms = torch.randn(2, 4, generator=g, dtype=torch.float64)
+    sd, sd_s = torch.rand(2, 4, generator=g, dtype=torch.float64) + 0.1
+    value = wasserstein2(m[None], torch.diag(sd.square())[None], ms, torch.diag(sd_s),
+                         float(sd_s.square().sum()))  # fmt: skip
+    expected = (m - ms).square().sum() + (sd - sd_s).square().sum()
+    assert torch.allclose(value, expected[None])
+    # the custom backward of tr((S C S)^1/2) against finite differences
+    q, _ = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))
+    root = (q * (sd_s + 0.5)) @ q.T
+    a = torch.randn(1, 4, 6, generator=g, dtype=torch.float64)
+    cov = (a @ a.transpose(1, 2) / 6 + 0.1 * torch.eye(4)).requires_grad_(True)
+    torch.autograd.gradcheck(
+        lambda c: wasserstein2(m[None], 0.5 * (c + c.transpose(1, 2)), ms, root, 1.0), (cov,)
+    )
+
+
+def test_the_w2_style_term_vanishes_at_the_style_and_transfer_lowers_it():
+    from langevin_images.energies import WassersteinStyleEnergy
+
+    net = tiny_vgg()
+    content, style = photo(1), photo(2)
+    w2 = WassersteinStyleEnergy(net, ["relu1_1", "relu2_1", "relu3_1"], style)
+    assert float(w2(style)) < 1e-8 and float(w2(content)) > 1e-3
+    r = transfer(content, style, model=net, steps=20, style_loss="w2", progress=False)
+    energy = style_energy(net, content, style, style_loss="w2")
+    assert float(energy(r.images)) < 0.7 * float(energy(content))
+    assert r.config["style_loss"] == "w2"
+    with pytest.raises(ValueError, match="no mask"):
+        transfer(content, style, model=net, style_loss="w2", mask=torch.ones(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="style_loss must be one of"):
+        style_energy(net, content, style, style_loss="sliced")
+
+
 def _tiny_zoo():
     from langevin_images.models import ZooModel
 
@@ -358,6 +395,7 @@ def test_style_command_posterior_writes_chains_and_diagnostics(tmp_path):
         (["--layer-weights", "1,2"], "2 weight(s) for 5 style layer(s)"),
         (["--style-layers", "relu9_9"], "unknown layer 'relu9_9'"),
         (["--precision", "mixed", "--optimizer", "descent"], "--precision mixed is for"),
+        (["--style-loss", "w2", "--mask", "chelsea"], "w2 style loss takes no mask"),
     ],
 )
 def test_style_command_refuses_bad_input(tmp_path, capsys, argv, message):

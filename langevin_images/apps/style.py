@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from ..energies import ContentEnergy, Energy, StyleEnergy, TotalVariation
+from ..energies import (
+    ContentEnergy,
+    Energy,
+    StyleEnergy,
+    TotalVariation,
+    WassersteinStyleEnergy,
+)
 from ..energies.base import on_model
 from ..energies.style import gram
 from .dream import _resize, octave_sizes
@@ -57,6 +63,7 @@ DEFAULTS = {"content_weight": 1.0, "style_weight": 5.0, "tv_weight": 0.0}
 _LUMA = (0.299, 0.587, 0.114)
 LBFGS_HISTORY = 100
 PRECISIONS = ("float32", "mixed")
+STYLE_LOSSES = ("gram", "w2")
 # with precision="mixed", the share of each scale's evaluations run in bfloat16
 MIXED_FRACTION = 0.75
 
@@ -142,17 +149,26 @@ def style_energy(
     style_layers: Sequence[str] = STYLE_LAYERS,
     layer_weights: Sequence[float] | None = None,
     mask: Tensor | None = None,
+    style_loss: str = "gram",
 ) -> Energy:
     """The Gatys energy of images the size of ``content`` (see the module docstring).
 
     ``mask`` ``(1, 1, h, w)`` in [0, 1] (white: styled): the masked region gets the style's
-    Gram matrices, the rest the content's own (over that region), so it keeps its look."""
+    Gram matrices, the rest the content's own (over that region), so it keeps its look.
+    ``style_loss``: ``"gram"`` (Gatys et al.) or ``"w2"``, the Wasserstein-2 distance between
+    Gaussians fitted to the features (``WassersteinStyleEnergy``; no mask)."""
+    _check_style_loss(style_loss, mask)
     content = on_model(model, content)
     styles = [on_model(model, s) for s in ([styles] if isinstance(styles, Tensor) else styles)]
     terms: list[Energy] = []
     if content_weight > 0:
         terms.append(content_weight * ContentEnergy(model, content_layers, content))
-    if style_weight > 0:
+    if style_weight > 0 and style_loss == "w2":
+        w2 = WassersteinStyleEnergy(
+            model, style_layers, styles, layer_weights, image_weights=style_weights
+        )
+        terms.append(style_weight * w2)
+    elif style_weight > 0:
         style = StyleEnergy(
             model, style_layers, styles, layer_weights, image_weights=style_weights, mask=mask
         )
@@ -173,6 +189,14 @@ def style_energy(
     for t in terms[1:]:
         total = total + t
     return total
+
+
+def _check_style_loss(style_loss: str, mask) -> None:
+    if style_loss not in STYLE_LOSSES:
+        raise ValueError(f"style: style_loss must be one of {', '.join(STYLE_LOSSES)}, got "
+                         f"{style_loss!r}")  # fmt: skip
+    if style_loss == "w2" and mask is not None:
+        raise ValueError("style: the w2 style loss takes no mask (use the gram one)")
 
 
 def _evaluate(energy: Energy, x: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -302,6 +326,7 @@ def transfer(
     warmup: int = 100,
     seed: int = 0,
     precision: str = "float32",
+    style_loss: str = "gram",
     record_to=None,
     progress: bool = True,
 ) -> Stylized:
@@ -341,6 +366,9 @@ def transfer(
         warmup (dual averaging of the step size to acceptance 0.574).
     seed : int
         Seeds the noise start and the sampler.
+    style_loss : {"gram", "w2"}
+        Gram matrices (Gatys et al.) or the Wasserstein-2 distance between Gaussians fitted to
+        the features (mean and covariance per layer); see ``style_energy``.
     precision : {"float32", "mixed"}
         ``"mixed"``: the first ``MIXED_FRACTION`` of each scale's evaluations run the network
         in bfloat16 (``models.reduced_precision``; losses and Gram matrices stay float32), the
@@ -368,6 +396,7 @@ def transfer(
                          f"{precision!r}")  # fmt: skip
     if precision == "mixed" and optimizer == "descent":
         raise ValueError("style: precision 'mixed' is for the lbfgs and adam optimizers")
+    _check_style_loss(style_loss, mask)
     styles = [styles] if isinstance(styles, Tensor) else list(styles)
     for img, what in [(content, "content"), *[(s, "style") for s in styles]]:
         if img.ndim != 4 or img.shape[:2] != (1, 3):
@@ -392,7 +421,7 @@ def transfer(
     weights = dict(
         style_weights=style_weights, content_weight=content_weight, style_weight=style_weight,
         tv_weight=tv_weight, content_layers=content_layers, style_layers=style_layers,
-        layer_weights=layer_weights,
+        layer_weights=layer_weights, style_loss=style_loss,
     )  # fmt: skip
     full = tuple(content.shape[-2:])
     sizes = octave_sizes(full, scales, scale_factor)
@@ -447,7 +476,7 @@ def transfer(
         "layer_weights": None if layer_weights is None else list(layer_weights),
         "style_weights": None if style_weights is None else list(style_weights),
         "units": "relative squared errors, layer weights summing to 1; TV: mean |grad x|",
-        "precision": precision,
+        "precision": precision, "style_loss": style_loss,
     }  # fmt: skip
     if precision == "mixed":
         config["bfloat16_evaluations_per_scale"] = round(MIXED_FRACTION * steps)

@@ -121,7 +121,8 @@ def _run(args, model, content, styles, mask, out) -> None:
             lr=args.lr,
             step_size=args.step_size / 255, temperature=args.temperature, chains=args.chains,
             sample_steps=args.sample_steps, warmup=args.warmup, seed=args.seed,
-            precision=args.precision, record_to=out / "record.zarr" if posterior else None,
+            precision=args.precision, style_loss=args.style_loss,
+            record_to=out / "record.zarr" if posterior else None,
             progress=not args.quiet,
         )  # fmt: skip
     except ValueError as err:  # transfer() validates its input before any step
@@ -335,7 +336,14 @@ def _posterior_outputs(args, model, run, result, out) -> dict:
 
 
 def add_parsers(sub) -> None:
-    from ..apps.style import CONTENT_LAYERS, DEFAULTS, OPTIMIZERS, PRECISIONS, STYLE_LAYERS
+    from ..apps.style import (
+        CONTENT_LAYERS,
+        DEFAULTS,
+        OPTIMIZERS,
+        PRECISIONS,
+        STYLE_LAYERS,
+        STYLE_LOSSES,
+    )
 
     r = sub.add_parser(
         "style",
@@ -385,6 +393,9 @@ def add_parsers(sub) -> None:
                    help="posterior: chains (default 4)")  # fmt: skip
     r.add_argument("--sample-steps", type=positive_int, default=200, help="posterior: draws")
     r.add_argument("--warmup", type=nonneg_int, default=100, help="posterior: warmup steps")
+    r.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram",
+                   help="gram: Gram matrices (Gatys); w2: Wasserstein-2 between Gaussians "
+                   "fitted to the features (mean and covariance)")  # fmt: skip
     r.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="mixed: the first 3/4 of each scale's evaluations run VGG in bfloat16, "
                    "the rest in float32 (fast on AMX CPUs, recent GPUs; lbfgs, adam)")  # fmt: skip

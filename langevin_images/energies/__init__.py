@@ -23,11 +23,14 @@ from .style import (
     ContentEnergy,
     FeatureTerm,
     StyleEnergy,
+    WassersteinStyleEnergy,
     channel_stats,
     content_loss,
+    feature_moments,
     gram,
     gram_loss,
     style_loss,
+    wasserstein2,
 )
 from .transforms import RandomAffine, RandomRoll, Transformed
 
@@ -54,6 +57,7 @@ __all__ = [
     "Sum",
     "TotalVariation",
     "Transformed",
+    "WassersteinStyleEnergy",
     "activation_objective",
     "blur_penalty",
     "build_prior",
@@ -63,6 +67,7 @@ __all__ = [
     "class_index",
     "class_nll",
     "content_loss",
+    "feature_moments",
     "gaussian_blur",
     "gaussian_energy",
     "gram",
@@ -72,4 +77,5 @@ __all__ = [
     "resolve_layers",
     "style_loss",
     "total_variation",
+    "wasserstein2",
 ]

@@ -1,4 +1,5 @@
-"""Style-transfer energies (Gatys et al. 2016; Huang & Belongie 2017): content, style, AdaIN.
+"""Style-transfer energies (Gatys et al. 2016; Huang & Belongie 2017): content, style, AdaIN,
+and the Gaussian Wasserstein-2 style term (mean and covariance of the features).
 
 Feature targets are computed once, at construction, from the content or style images.
 
@@ -30,11 +31,14 @@ __all__ = [
     "ContentEnergy",
     "FeatureTerm",
     "StyleEnergy",
+    "WassersteinStyleEnergy",
     "channel_stats",
     "content_loss",
+    "feature_moments",
     "gram",
     "gram_loss",
     "style_loss",
+    "wasserstein2",
 ]
 
 
@@ -296,5 +300,110 @@ class AdaINStatsEnergy(FeatureTerm):
         def term(k):
             a, b = torch.cat(channel_stats(features[k]), 1), self.targets[k].to(x)
             return _relative(a, b) if self.normalize else _squared(a, b)
+
+        return self._sum(term)
+
+
+# ---- the Gaussian Wasserstein-2 style term ---------------------------------------------------
+
+
+def feature_moments(f: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image, the mean ``(N, C)`` and covariance ``(N, C, C)`` of the features ``(N, C, H,
+    W)`` over positions (biased, over ``H W``)."""
+    flat = f.reshape(f.shape[0], f.shape[1], -1)
+    mean = flat.mean(-1)
+    centred = flat - mean[..., None]
+    return mean, centred @ centred.transpose(1, 2) / flat.shape[-1]
+
+
+def _sym_power(a: Tensor, power: float) -> Tensor:
+    w, v = torch.linalg.eigh(0.5 * (a + a.transpose(-1, -2)))
+    return (v * w.clamp_min(0).pow(power)[..., None, :]) @ v.transpose(-1, -2)
+
+
+class _TraceSqrt(torch.autograd.Function):
+    """``tr((S C S)^{1/2})`` per image for covariances ``C`` ``(N, C, C)`` and a fixed SPD ``S``;
+    its gradient is ``S (S C S)^{-1/2} S / 2``. Eigenvalues below ``floor`` (times the largest)
+    are held there in the gradient: a rank-deficient ``C`` (fewer positions than channels)
+    would otherwise make it infinite."""
+
+    @staticmethod
+    def forward(ctx, cov: Tensor, root: Tensor, floor: float) -> Tensor:
+        a = root @ cov.to(root.dtype) @ root
+        w, v = torch.linalg.eigh(0.5 * (a + a.transpose(-1, -2)))
+        ctx.save_for_backward(root, w, v)
+        ctx.floor, ctx.dtype = floor, cov.dtype
+        return w.clamp_min(0).sqrt().sum(-1).to(cov.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        root, w, v = ctx.saved_tensors
+        w = w.clamp_min(ctx.floor * w.amax(-1, keepdim=True).clamp_min(1e-30))
+        inv_sqrt = (v * w.rsqrt()[..., None, :]) @ v.transpose(-1, -2)
+        grad = 0.5 * root @ inv_sqrt @ root * grad_out.to(root.dtype)[:, None, None]
+        return grad.to(ctx.dtype), None, None
+
+
+def wasserstein2(mean: Tensor, cov: Tensor, target_mean: Tensor, target_root: Tensor,
+                 target_trace: Tensor | float) -> Tensor:  # fmt: skip
+    """The squared Wasserstein-2 distance between ``N(mean, cov)`` and the target Gaussian
+    ``N(m_s, S^2)`` given by its mean, the symmetric square root ``S`` of its covariance and
+    the covariance's trace: ``|m - m_s|^2 + tr C + tr S^2 - 2 tr((S C S)^{1/2})``, per image."""
+    mean_term = (mean - target_mean.to(mean)).square().sum(-1)
+    trace_c = torch.diagonal(cov, dim1=-2, dim2=-1).sum(-1)
+    cross = _TraceSqrt.apply(cov, target_root, 1e-6)
+    return mean_term + trace_c + target_trace - 2.0 * cross
+
+
+class WassersteinStyleEnergy(FeatureTerm):
+    """``sum_l w_l W2^2(N(mu_l(x), C_l(x)), N(mu_l^*, C_l^*)) / (|mu_l^*|^2 + tr C_l^*)``: the
+    squared Wasserstein-2 distance between Gaussians fitted to each layer's features, relative
+    to the style's second moment, so that 0 is the style's statistics and about 1 is unrelated.
+
+    Where the Gram matrix matches the features' uncentred second moment, this matches their
+    mean and covariance and, through the square root, compares covariances by their spectra
+    (Kolkin et al. 2019 and Mroueh 2019 use such terms; the closed form for Gaussians is
+    Dowson & Landau's). It costs an eigendecomposition of a ``C x C`` matrix per layer and image
+    per evaluation (float64): on VGG19's five style layers a few tens of ms on a CPU.
+
+    Parameters are those of ``StyleEnergy`` (several style images blend their means and
+    covariances with ``image_weights``); masks are not supported."""
+
+    name = "style"
+
+    def __init__(self, model, layers, images, weights=None, *, image_weights=None,
+                 normalize: bool = True):  # fmt: skip
+        super().__init__(model, layers, weights, normalize=normalize)
+        images = [images] if isinstance(images, Tensor) else list(images)
+        if not images:
+            raise ValueError("style: give at least one style image")
+        a = [1.0] * len(images) if image_weights is None else [float(w) for w in image_weights]
+        if len(a) != len(images) or any(w < 0 for w in a) or not sum(a) > 0:
+            raise ValueError(f"style: {len(a)} image weight(s) for {len(images)} style image(s)")
+        self.image_weights = [w / sum(a) for w in a]
+        means: dict[str, Tensor] = {}
+        covs: dict[str, Tensor] = {}
+        for w, img in zip(self.image_weights, images, strict=True):
+            for k, (m, c) in self._targets(img, lambda k, f: feature_moments(f)).items():
+                means[k] = w * m.mean(0) + (means[k] if k in means else 0)
+                covs[k] = w * c.mean(0) + (covs[k] if k in covs else 0)
+        self.means = means
+        self.roots = {k: _sym_power(c.to(torch.float64), 0.5) for k, c in covs.items()}
+        self.traces = {k: float(torch.diagonal(c).sum()) for k, c in covs.items()}
+        self.scales = {k: 1.0 / max(float(means[k].square().sum()) + self.traces[k], 1e-30)
+                       if normalize else 1.0 for k in covs}  # fmt: skip
+
+    def _targets(self, images, of):
+        self.check(images)
+        with torch.no_grad():
+            return {k: tuple(t.detach() for t in of(k, v))
+                    for k, v in self.features(images).items()}  # fmt: skip
+
+    def from_features(self, features, x):
+        def term(k):
+            mean, cov = feature_moments(features[k])
+            root = self.roots[k].to(x.device)
+            return self.scales[k] * wasserstein2(mean, cov, self.means[k].to(x), root,
+                                                 self.traces[k])  # fmt: skip
 
         return self._sum(term)
