@@ -38,7 +38,7 @@ from langevin_images.cpu import tune_malloc
 from langevin_images.datasets import PHOTOS, load_photo
 from langevin_images.energies import capture
 from langevin_images.energies.style import gram
-from langevin_images.models import fast_bfloat16, load_model
+from langevin_images.models import fast_bfloat16, load_model, reduced_precision
 
 CONTENT, STYLE = "chelsea", "ihc"  # the shared pass's pair; the time runs every photo
 
@@ -80,6 +80,30 @@ def shared_pass(model, size: int, chains: int, rounds: int) -> dict:
         "quartiles": [q[0], q[2]],
         "separate_passes_over_forward_backward": statistics.median(apart),
     }  # fmt: skip
+
+
+def precision_costs(model, size: int, chains: int, rounds: int) -> dict:
+    """Seconds of a forward+backward to relu5_1 and of an energy+gradient evaluation (content +
+    style), with VGG19 in float32 and in bfloat16 (``reduced_precision``), rounds alternating."""
+    content, style = load_photo(CONTENT, size), load_photo(STYLE, size)
+    low = reduced_precision(model)
+    x = content.expand(chains, -1, -1, -1).clone().requires_grad_(True)
+    fns = {}
+    for name, net in (("float32", model), ("bfloat16", low)):
+        energy = style_energy(net, content, style)
+        fns[f"forward_backward_{name}"] = lambda net=net: torch.autograd.grad(
+            capture(net, ["relu5_1"], x)["relu5_1"].float().sum(), x
+        )
+        fns[f"energy_grad_{name}"] = lambda e=energy: torch.autograd.grad(e(x).sum(), x)
+    for fn in fns.values():
+        fn()  # warm up
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            times[k].append(_timed(fn))
+    out = {k: statistics.median(v) for k, v in times.items()}
+    out["size"], out["chains"] = list(content.shape[-2:]), chains
+    return out
 
 
 def _reference_loss(model, content, style, weights):
@@ -202,6 +226,11 @@ def main() -> None:
     p.add_argument("--scales", type=int, default=3)
     p.add_argument("--photos", nargs="+", default=list(PHOTOS), help="the contents")
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--costs-only",
+        action="store_true",
+        help="only the shared pass and the precision costs (no optimizations)",
+    )
     args = p.parse_args()
     tune_malloc()
     if args.threads:
@@ -219,6 +248,15 @@ def main() -> None:
           f"relu5_1 = {sp['shared_over_forward_backward']:.3f} (quartiles "
           f"{sp['quartiles'][0]:.3f}-{sp['quartiles'][1]:.3f}); one pass per term: "
           f"{sp['separate_passes_over_forward_backward']:.3f}", flush=True)  # fmt: skip
+    if fast_bfloat16("cpu"):
+        pc = precision_costs(model, 64 if quick else args.size, 1, 3 if quick else 11)
+        out["precision_costs"] = pc
+        print(f"float32 / bfloat16, {pc['size']} x1: forward+backward "
+              f"{pc['forward_backward_float32']:.3f} / {pc['forward_backward_bfloat16']:.3f} s, "
+              f"energy+gradient {pc['energy_grad_float32']:.3f} / "
+              f"{pc['energy_grad_bfloat16']:.3f} s", flush=True)  # fmt: skip
+    if args.costs_only:
+        photos = []
     for name in photos:
         tr = time_to_reference(model, 48 if quick else args.size, 30 if quick else 300,
                                args.scales, name)  # fmt: skip
