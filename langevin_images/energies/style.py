@@ -250,17 +250,8 @@ class StyleEnergy(FeatureTerm):
         normalize: bool = True,
     ):
         super().__init__(model, layers, weights, normalize=normalize)
-        images = [images] if isinstance(images, Tensor) else list(images)
-        if not images:
-            raise ValueError("style: give at least one style image")
-        a = [1.0] * len(images) if image_weights is None else [float(w) for w in image_weights]
-        if len(a) != len(images) or any(w < 0 for w in a) or not sum(a) > 0:
-            raise ValueError(
-                f"style: {len(a)} image weight(s) for {len(images)} style image(s); "
-                "weights must be >= 0 and not all 0"
-            )
+        images, self.image_weights = _style_images(images, image_weights)
         self.mask = None if mask is None else _check_mask(mask, "mask")
-        self.image_weights = [w / sum(a) for w in a]
         target_mask = None if target_mask is None else _check_mask(target_mask, "target_mask")
         blended: dict[str, Tensor] = {}
         for w, img in zip(self.image_weights, images, strict=True):
@@ -275,6 +266,20 @@ class StyleEnergy(FeatureTerm):
         return self._sum(
             lambda k: gram_loss(features[k], self.targets[k].to(x), self.mask, scale=self.scales[k])
         )
+
+
+def _style_images(images, image_weights) -> tuple[list[Tensor], list[float]]:
+    """The style images as a list and their blend weights divided by their sum."""
+    images = [images] if isinstance(images, Tensor) else list(images)
+    if not images:
+        raise ValueError("style: give at least one style image")
+    a = [1.0] * len(images) if image_weights is None else [float(w) for w in image_weights]
+    if len(a) != len(images) or any(w < 0 for w in a) or not sum(a) > 0:
+        raise ValueError(
+            f"style: {len(a)} image weight(s) for {len(images)} style image(s); "
+            "weights must be >= 0 and not all 0"
+        )
+    return images, [w / sum(a) for w in a]
 
 
 def _check_mask(mask: Tensor, what: str) -> Tensor:
@@ -374,13 +379,7 @@ class WassersteinStyleEnergy(FeatureTerm):
     def __init__(self, model, layers, images, weights=None, *, image_weights=None,
                  normalize: bool = True):  # fmt: skip
         super().__init__(model, layers, weights, normalize=normalize)
-        images = [images] if isinstance(images, Tensor) else list(images)
-        if not images:
-            raise ValueError("style: give at least one style image")
-        a = [1.0] * len(images) if image_weights is None else [float(w) for w in image_weights]
-        if len(a) != len(images) or any(w < 0 for w in a) or not sum(a) > 0:
-            raise ValueError(f"style: {len(a)} image weight(s) for {len(images)} style image(s)")
-        self.image_weights = [w / sum(a) for w in a]
+        images, self.image_weights = _style_images(images, image_weights)
         means: dict[str, Tensor] = {}
         covs: dict[str, Tensor] = {}
         for w, img in zip(self.image_weights, images, strict=True):
