@@ -71,6 +71,27 @@ def test_demo_at_tiny_settings(tmp_path, capsys):
     assert (out / "final.png").exists() and (out / "run.json").exists()
 
 
+def test_the_demo_says_what_is_left_to_converge_in_words():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from langevin_images.cli.sample import _not_converged_in_words
+
+    args = SimpleNamespace(chains=8, steps=1000)
+
+    def words(ess, rhat):
+        table = pd.DataFrame({"ess_bulk": [ess, 900.0], "r_hat": [rhat, 1.001]})
+        return _not_converged_in_words(SimpleNamespace(table=table), args)
+
+    short = words(36.0, 1.16)  # a draw per 222 steps of a chain: 400 over 8 chains in 11 100
+    assert "R-hat up to 1.160" in short and "worth of 36 independent draws" in short
+    assert "demo --steps 11200" in short
+    long = words(583.0, 1.0102)  # every ESS past 400: only R-hat is left
+    assert "every ESS is past 400" in long and "demo --steps 2000" in long
+    assert "would bring every ESS" not in long
+
+
 def test_sample_lite0_by_class_name_at_small_size(tmp_path):
     out = tmp_path / "lite0"
     rc = main(["sample", "--model", "lite0", "--target", "espresso", "--size", "32", "--steps",
