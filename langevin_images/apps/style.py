@@ -453,7 +453,7 @@ def transfer(
         x, run = _optimize(
             energy, x, optimizer=optimizer, steps=steps, lr=lr, step_size=step_size,
             seed=seed + k, progress=progress, record=record, low_energy=low_energy,
-            low_steps=round(MIXED_FRACTION * steps),
+            low_steps=_low_steps(steps),
         )  # fmt: skip
         if run is not None:
             runs.append(run)
@@ -479,12 +479,18 @@ def transfer(
         "precision": precision, "style_loss": style_loss,
     }  # fmt: skip
     if precision == "mixed":
-        config["bfloat16_evaluations_per_scale"] = round(MIXED_FRACTION * steps)
+        config["bfloat16_evaluations_per_scale"] = _low_steps(steps)
     if method == "posterior":
         config.update(temperature=temperature, chains=chains, sample_steps=sample_steps,
                       warmup=warmup, sampler_temperature=temperature / content[0].numel(),
                       start="the optimization's result")  # fmt: skip
     return Stylized(images, history, sizes, runs, config, time.perf_counter() - t0)
+
+
+def _low_steps(steps: int) -> int:
+    """The bfloat16 evaluations of a mixed-precision scale: ``MIXED_FRACTION`` of them, and at
+    least one float32 evaluation after."""
+    return min(round(MIXED_FRACTION * steps), steps - 1)
 
 
 def _scaled(size, factor: float) -> tuple[int, int]:

@@ -7,9 +7,9 @@ operations. Here a chunk of steps (proposal, energy and gradient through ``torch
 Metropolis-Hastings test, and per-chain dual averaging during warmup) is one compiled
 function: a loop (``torch``'s ``scan``) over blocks of ``unroll`` steps written out in the
 graph, so the graph and its compilation stay the same size however many steps a call makes
-(up to 1 000), while the steps of a block fuse into a few kernels. On one core that gave 6.5
-us a step on the 100-d Gaussian and 1.9 us on the 2-d banana, against BlackJAX's jitted
-MALA's 7.8 and 0.8 us (``bench --compiled``), and 6.6 ms against ``sample()``'s 8.6 ms on the
+(up to 1 000), while the steps of a block fuse into a few kernels. On one core that gave 5.9
+us a step on the 100-d Gaussian and 1.8 us on the 2-d banana, against BlackJAX's jitted
+MALA's 7.2 and 0.83 us (``bench --compiled``), and 6.1 ms against ``sample()``'s 7.8 ms on the
 MNIST CNN's energy (16 chains). The noise of a chunk is drawn up front from a seeded
 ``torch.Generator``; the random stream is therefore not the one ``sample()`` uses, and the
 draws agree with ``sample()``'s in distribution, not one by one (the tests compare the moments
