@@ -28,8 +28,8 @@ usable ``M`` (min ESS 9 of 32 000 draws); with the gradients, see the benchmark 
 - ``"dense"``: ``S # G^{-1}`` in the coordinates scaled by that diagonal (each covariance shrunk
   towards its diagonal when there are fewer than ``2 D`` draws);
 - ``"lowrank"``: that diagonal times the identity plus the ``rank`` directions of the dense
-  estimate (in the scaled coordinates, within the span of the draws and gradients) with the
-  largest variance above 1.
+  estimate (in the scaled coordinates, within the leading ``max(8 rank, 128)`` directions of
+  the draws and gradients) with the largest variance above 1.
 
 The gradients cost one energy+gradient evaluation per draw, counted in ``grad_evals``.
 """
@@ -112,10 +112,15 @@ def _with_gradients(x: Tensor, g: Tensor, kind: str, rank: int):
     if kind == "dense":
         m = _geometric_mean(_shrunk_cov(xs), _shrunk_cov(gs))
         return Dense(root[:, None] * m * root[None, :])
-    # lowrank: the dense estimate within the span of the draws and gradients (r <= 2n
-    # directions), its largest eigenvalues above 1 kept as U U^T over the identity
-    basis, _, _ = torch.linalg.svd(torch.cat([xs, gs]).T, full_matrices=False)
-    basis = basis[:, : min(basis.shape[1], d)]
+    # lowrank: the dense estimate within the leading directions of the draws and gradients
+    # (at most max(8 rank, 128) of them, so that images stay cheap), its largest eigenvalues
+    # above 1 kept as U U^T over the identity
+    stacked = torch.cat([xs, gs])
+    r = min(stacked.shape[0], d, max(8 * rank, 128))
+    if r < min(stacked.shape[0], d):
+        _, _, basis = torch.svd_lowrank(stacked, q=r, niter=4)
+    else:
+        basis = torch.linalg.svd(stacked.T, full_matrices=False)[0][:, :r]
     m = _geometric_mean(_shrunk_cov(xs @ basis), _shrunk_cov(gs @ basis))
     lam, vec = torch.linalg.eigh(m)
     keep = lam.argsort(descending=True)[: min(rank, d - 1)]
