@@ -369,7 +369,8 @@ class WassersteinStyleEnergy(FeatureTerm):
     mean and covariance and, through the square root, compares covariances by their spectra
     (Kolkin et al. 2019 and Mroueh 2019 use such terms; the closed form for Gaussians is
     Dowson & Landau's). It costs an eigendecomposition of a ``C x C`` matrix per layer and image
-    per evaluation (float64): on VGG19's five style layers a few tens of ms on a CPU.
+    per evaluation (float64): on VGG19's five style layers at 128 px, a Gatys energy+gradient
+    took 0.37 s with it against 0.26 s with Gram matrices, on one core beside other work.
 
     Parameters are those of ``StyleEnergy`` (several style images blend their means and
     covariances with ``image_weights``); masks are not supported."""
