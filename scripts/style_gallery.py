@@ -20,6 +20,8 @@ RUNS = {
     "coffee_gravel_colour": ["--content", "coffee", "--style", "gravel",
                              "--preserve-color", "histogram"],
     "rocket_ihc_hubble": ["--content", "rocket", "--style", "ihc", "--style", "hubble"],
+    "chelsea_ihc_mixed": ["--content", "chelsea", "--style", "ihc", "--precision", "mixed"],
+    "chelsea_ihc_w2": ["--content", "chelsea", "--style", "ihc", "--style-loss", "w2"],
 }  # fmt: skip
 
 
