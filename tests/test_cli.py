@@ -78,18 +78,23 @@ def test_the_demo_says_what_is_left_to_converge_in_words():
 
     from langevin_images.cli.sample import _not_converged_in_words
 
-    args = SimpleNamespace(chains=8, steps=1000)
+    args = SimpleNamespace(chains=8, steps=1000, thin=10)
 
-    def words(ess, rhat):
+    def words(ess, rhat, args=args, **verdict):
         table = pd.DataFrame({"ess_bulk": [ess, 900.0], "r_hat": [rhat, 1.001]})
-        return _not_converged_in_words(SimpleNamespace(table=table), args)
+        return _not_converged_in_words(SimpleNamespace(table=table, **verdict), args)
 
     short = words(36.0, 1.16)  # a draw per 222 steps of a chain: 400 over 8 chains in 11 100
     assert "R-hat up to 1.160" in short and "worth of 36 independent draws" in short
     assert "demo --steps 11200" in short
-    long = words(583.0, 1.0102)  # every ESS past 400: only R-hat is left
+    long = words(583.0, 1.02)  # every ESS past 400: only R-hat is left
     assert "every ESS is past 400" in long and "demo --steps 2000" in long
     assert "would bring every ESS" not in long
+    # an R-hat that independent draws give by chance with the run's 100 draws per chain
+    chance = words(583.0, 1.0102, SimpleNamespace(chains=8, steps=45000, thin=450),
+                   rhat_chance=(1.015, 1.019), draws_needed=200)  # fmt: skip
+    assert "cannot be judged" in chance and "100 kept draws per chain" in chance
+    assert "about 200" in chance and "demo --steps 45000" in chance
 
 
 def test_sample_lite0_by_class_name_at_small_size(tmp_path):

@@ -82,6 +82,45 @@ def test_two_chains_with_different_means_are_not_converged():
     assert "NOT converged" in text and "energy (R-hat" in text and "more chains" in text
 
 
+def test_the_vectorized_rhat_is_arvizs():
+    """``rhat_chance_level``'s estimator against ``arviz_stats``' column by column, even and odd
+    draw counts; only tied ranks (the two draws next to the median, in the folded R-hat) are
+    broken differently. A split that kept the wrong draws differs by about 0.01."""
+    from arviz_stats.base import array_stats
+
+    from langevin_images.diagnostics.convergence import _rank_rhat
+
+    rng = np.random.default_rng(RNG_SEED)
+    for shape in [(200, 8, 100), (200, 4, 51)]:
+        x = rng.standard_normal(shape)
+        x[:50] += 0.5 * rng.standard_normal((50, shape[1], 1))  # some that have not mixed
+        theirs = array_stats.rhat(x, chain_axis=-2, draw_axis=-1)
+        np.testing.assert_allclose(_rank_rhat(x), theirs, atol=1e-3, rtol=0)
+
+
+def test_rhat_fails_by_chance_with_too_few_draws_and_diagnose_says_so():
+    """The demo's shape, 10 groups x 20 summaries of 8 chains: independent draws, 100 per
+    chain, give a largest R-hat over 1.01 (about 1.015, checked here with ArviZ's own R-hat on
+    10 replications), 400 per chain under it (about 1.003)."""
+    rng = np.random.default_rng(RNG_SEED)
+    assert D.rhat_chance_level(8, 100, 200)[0] > 1.01
+    assert D.rhat_chance_level(8, 400, 200)[1] < 1.01
+    maxima = [float(azs.rhat(xr.DataArray(rng.standard_normal((8, 100, 200)),
+                                          dims=("chain", "draw", "k"))).max())
+              for _ in range(10)]  # fmt: skip
+    assert np.median(maxima) > 1.01
+
+    verdict = D.diagnose(tree(s=rng.standard_normal((8, 100, 200))))
+    assert not verdict.ok and "what independent draws give by chance" in str(verdict)
+    assert verdict.rhat_chance[0] > 1.01 and 200 <= verdict.draws_needed <= 300
+    assert "keep more draws per chain" in str(verdict)
+    # a chain that has not mixed is not put down to chance
+    x = rng.standard_normal((8, 100, 20))
+    x[3] += 1.0
+    verdict = D.diagnose(tree(s=x))
+    assert not verdict.ok and "by chance" not in str(verdict)
+
+
 def test_diagnose_names_the_chain_that_disagrees():
     rng = np.random.default_rng(RNG_SEED)
     energy = rng.standard_normal((6, 400))

@@ -26,6 +26,7 @@ __all__ = [
     "diagnose",
     "nested_rhat",
     "pixel_maps",
+    "rhat_chance_level",
     "scalar_names",
     "summary",
     "worst_pixels",
@@ -64,6 +65,52 @@ def _stat(da: xr.DataArray, kind: str) -> xr.DataArray:
     if kind == "mcse_mean":
         return azs.mcse(da, method="mean")
     raise ValueError(kind)
+
+
+def rhat_chance_level(
+    chains: int, draws: int, values: int, *, quantiles=(0.5, 0.95), reps: int = 50,
+    seed: int = 0,
+) -> tuple[float, ...]:  # fmt: skip
+    """Quantiles of the largest R-hat over ``values`` quantities when every chain's draws are
+    independent draws of one distribution: what R-hat gives by chance alone, the floor under
+    any verdict on ``chains`` chains of ``draws`` kept draws.
+
+    R-hat's own sampling error shrinks as 1/draws (its excess over 1 is a ratio of between- to
+    within-chain variances, each estimated from the draws), so over many quantities the
+    largest can pass 1.01 with no mixing problem at all: with 8 chains of 100 draws, the
+    largest of 200 is about 1.015. Simulated with the same estimator as ``diagnose``
+    (``arviz_stats.rhat``, rank-normalized and folded split R-hat), ``reps`` times, seeded.
+    """
+    if chains < 2 or draws < MIN_DRAWS or values < 1:
+        return tuple(float("nan") for _ in quantiles)
+    rng = np.random.default_rng(seed)
+    r = _rank_rhat(rng.standard_normal((reps * values, chains, draws))).reshape(reps, values)
+    return tuple(float(q) for q in np.quantile(r.max(1), quantiles))
+
+
+def _rank_rhat(x: np.ndarray) -> np.ndarray:
+    """Rank-normalized, folded split R-hat of ``x`` ``(..., chain, draw)``, vectorized over the
+    leading axes: the estimator of ``arviz_stats.rhat`` (Vehtari et al. 2021), which loops over
+    quantities in Python and is too slow for ``rhat_chance_level``'s tens of thousands of them.
+    Equal to it except that tied ranks are broken by order instead of averaged (tested)."""
+    from scipy.special import ndtri
+
+    half = x.shape[-1] // 2  # an odd draw count leaves the middle draw out, as ArviZ does
+    split = np.concatenate([x[..., :half], x[..., -half:]], axis=-2)
+
+    def z_scores(a):  # Blom's normal scores of the ranks over all chains and draws
+        flat = a.reshape(*a.shape[:-2], -1)
+        ranks = flat.argsort(-1).argsort(-1) + 1.0  # ties broken by order, not averaged
+        return ndtri((ranks - 0.375) / (flat.shape[-1] + 0.25)).reshape(a.shape)
+
+    def rhat(a):
+        n = a.shape[-1]
+        w = a.var(-1, ddof=1).mean(-1)
+        b = n * a.mean(-1).var(-1, ddof=1)
+        return np.sqrt(((n - 1) / n * w + b / n) / w)
+
+    median = np.median(split.reshape(*split.shape[:-2], -1), -1)[..., None, None]
+    return np.maximum(rhat(z_scores(split)), rhat(z_scores(np.abs(split - median))))
 
 
 def _worst_over_groups(da: xr.DataArray, groups: np.ndarray, kind: str) -> xr.DataArray:
@@ -170,6 +217,11 @@ class Diagnosis:
     outlier_chains: list[int] = field(default_factory=list)
     divergences: int = 0
     acceptance_rate: float = float("nan")
+    # when R-hat failed: the largest R-hat independent draws give by chance on this run's
+    # chains, draws and summaries (median, 95 %; ``rhat_chance_level``), and the kept draws
+    # per chain that would bring its 95 % quantile under the bar
+    rhat_chance: tuple[float, float] | None = None
+    draws_needed: int | None = None
 
     def __str__(self) -> str:
         head = (
@@ -191,6 +243,8 @@ class Diagnosis:
             "outlier_chains": self.outlier_chains,
             "divergences": self.divergences,
             "acceptance_rate": self.acceptance_rate,
+            "rhat_chance": None if self.rhat_chance is None else list(self.rhat_chance),
+            "draws_needed": self.draws_needed,
             "table": {
                 k: {c: (None if not np.isfinite(v) else v) for c, v in row.items()}
                 for k, row in self.table.to_dict(orient="index").items()
@@ -389,6 +443,24 @@ def diagnose(
                 findings.append(f"{divergences} draws followed a divergence")
                 suggestions.append("a smaller step size or a longer warmup")
 
+    chance, need = None, None
+    if len(bad_rhat):
+        sizes = pd.Series(labels).value_counts()
+        values = len(table) * len(sizes)  # each row is the worst of its groups
+        chance = rhat_chance_level(int(sizes.min()), draws, values)
+        # the draws per chain that bring the chance level's 95 % quantile under the bar
+        # (R-hat's excess falls as 1/draws)
+        need = max(draws, int(np.ceil(draws * (chance[1] - 1) / (rhat_max - 1) / 100) * 100))
+        top = float(bad_rhat["r_hat"].max())
+        if top <= chance[1]:  # the bar is out of reach of these draws
+            findings.append(
+                f"R-hat {top:.3f} is what independent draws give by chance: {draws} draws per "
+                f"chain in groups of {int(sizes.min())} chains give a largest R-hat of "
+                f"{chance[0]:.3f} (95 %: {chance[1]:.3f}) over these {values} values, so "
+                f"{rhat_max} cannot be judged with so few; keep about {need} draws per chain"
+            )
+            suggestions.append(f"keep more draws per chain (about {need}: more steps or a "
+                               "smaller thin)")  # fmt: skip
     bad_vars = list(dict.fromkeys(k.split("[")[0] for k in bad_rhat.index))
     outliers = _outlier_chains(dt, bad_vars, labels, rhat_max) if bad_vars else []
     if outliers:
@@ -414,4 +486,6 @@ def diagnose(
         outlier_chains=outliers,
         divergences=divergences,
         acceptance_rate=mean_accept,
+        rhat_chance=chance,
+        draws_needed=need,
     )
