@@ -105,6 +105,10 @@ def test_rhat_fails_by_chance_with_too_few_draws_and_diagnose_says_so():
     rng = np.random.default_rng(RNG_SEED)
     assert D.rhat_chance_level(8, 100, 200)[0] > 1.01
     assert D.rhat_chance_level(8, 400, 200)[1] < 1.01
+    # past max_draws the excess is scaled as 1/draws: near the simulated one
+    scaled = D.rhat_chance_level(8, 800, 50, max_draws=400)[0] - 1
+    simulated = D.rhat_chance_level(8, 800, 50, max_draws=800)[0] - 1
+    assert abs(scaled / simulated - 1) < 0.25, (scaled, simulated)
     maxima = [float(azs.rhat(xr.DataArray(rng.standard_normal((8, 100, 200)),
                                           dims=("chain", "draw", "k"))).max())
               for _ in range(10)]  # fmt: skip

@@ -69,7 +69,7 @@ def _stat(da: xr.DataArray, kind: str) -> xr.DataArray:
 
 def rhat_chance_level(
     chains: int, draws: int, values: int, *, quantiles=(0.5, 0.95), reps: int = 50,
-    seed: int = 0,
+    seed: int = 0, max_draws: int = 400,
 ) -> tuple[float, ...]:  # fmt: skip
     """Quantiles of the largest R-hat over ``values`` quantities when every chain's draws are
     independent draws of one distribution: what R-hat gives by chance alone, the floor under
@@ -80,12 +80,20 @@ def rhat_chance_level(
     largest can pass 1.01 with no mixing problem at all: with 8 chains of 100 draws, the
     largest of 200 is about 1.015. Simulated with the same estimator as ``diagnose``
     (``arviz_stats.rhat``, rank-normalized and folded split R-hat), ``reps`` times, seeded.
+
+    Past ``max_draws`` draws per chain it is simulated at ``max_draws`` and the excess over 1
+    scaled by ``max_draws / draws`` (from 400 to 800 and 1 000 draws this was within 10 % of
+    the simulated excess, a little above it), and ``reps`` shrinks to keep the simulation near
+    2e7 numbers (at least 20), so the cost stays a few seconds.
     """
     if chains < 2 or draws < MIN_DRAWS or values < 1:
         return tuple(float("nan") for _ in quantiles)
+    sim = min(draws, max_draws)
+    reps = max(20, min(reps, int(2e7 // (values * chains * sim))))
     rng = np.random.default_rng(seed)
-    r = _rank_rhat(rng.standard_normal((reps * values, chains, draws))).reshape(reps, values)
-    return tuple(float(q) for q in np.quantile(r.max(1), quantiles))
+    r = _rank_rhat(rng.standard_normal((reps * values, chains, sim))).reshape(reps, values)
+    excess = np.quantile(r.max(1), quantiles) - 1.0
+    return tuple(float(1.0 + e * sim / draws) for e in excess)
 
 
 def _rank_rhat(x: np.ndarray) -> np.ndarray:
