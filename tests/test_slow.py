@@ -37,11 +37,17 @@ def test_mcse_z_scores_are_calibrated():
 
 
 def test_disk_recorder_memory_does_not_grow_with_steps():
-    """Peak memory growth of 64 chains x 1x28x28, thinned x10, streamed to disk: the same at
-    2 000 and 20 000 steps (within 5 MiB), while the in-memory recorder grows by ~380 MiB."""
+    """Peak memory growth of 64 chains x 1x28x28, thinned x10, streamed to disk: about the same
+    at 2 000 and 20 000 steps, while the in-memory recorder grows by ~380 MiB.
+
+    The disk recorder's peak varies from one fresh process to the next by up to ~6.5 MiB at any
+    length (10.0-16.5 MiB measured at 2 000, 20 000 and 60 000 steps), so the bound is 5 % of the
+    in-memory growth (~19 MiB): a recorder that kept even a tenth of its draws would fail it."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     from bench_sampler import memory
 
     m = memory(quick=False)
-    assert abs(m["disk_20000"]["peak_growth_mib"] - m["disk_2000"]["peak_growth_mib"]) < 5
-    assert m["memory_20000"]["peak_growth_mib"] - m["memory_2000"]["peak_growth_mib"] > 300
+    in_memory = m["memory_20000"]["peak_growth_mib"] - m["memory_2000"]["peak_growth_mib"]
+    on_disk = m["disk_20000"]["peak_growth_mib"] - m["disk_2000"]["peak_growth_mib"]
+    assert in_memory > 300, m
+    assert abs(on_disk) < 0.05 * in_memory, m
