@@ -451,7 +451,7 @@ def diagnose(
                 findings.append(f"{divergences} draws followed a divergence")
                 suggestions.append("a smaller step size or a longer warmup")
 
-    chance, need = None, None
+    chance, need, at_chance = None, None, False
     if len(bad_rhat):
         sizes = pd.Series(labels).value_counts()
         values = len(table) * len(sizes)  # each row is the worst of its groups
@@ -460,7 +460,8 @@ def diagnose(
         # (R-hat's excess falls as 1/draws)
         need = max(draws, int(np.ceil(draws * (chance[1] - 1) / (rhat_max - 1) / 100) * 100))
         top = float(bad_rhat["r_hat"].max())
-        if top <= chance[1]:  # the bar is out of reach of these draws
+        at_chance = top <= chance[1]
+        if at_chance:  # the bar is out of reach of these draws
             findings.append(
                 f"R-hat {top:.3f} is what independent draws give by chance: {draws} draws per "
                 f"chain in groups of {int(sizes.min())} chains give a largest R-hat of "
@@ -470,7 +471,8 @@ def diagnose(
             suggestions.append(f"keep more draws per chain (about {need}: more steps or a "
                                "smaller thin)")  # fmt: skip
     bad_vars = list(dict.fromkeys(k.split("[")[0] for k in bad_rhat.index))
-    outliers = _outlier_chains(dt, bad_vars, labels, rhat_max) if bad_vars else []
+    # at chance level no chain disagrees: leaving any one out lowers a chance maximum too
+    outliers = _outlier_chains(dt, bad_vars, labels, rhat_max) if bad_vars and not at_chance else []
     if outliers:
         findings.append(
             "chains that disagree with the others of their group: "
