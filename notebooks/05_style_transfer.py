@@ -78,7 +78,7 @@ for side in (SIZE // 2, SIZE):
 # L-BFGS (Gatys et al.; unit steps, the image clamped to [0, 1] before each evaluation), Adam
 # (projected on [0, 1]) and the sampler's descent (step normalized by the mean gradient). Where
 # bfloat16 is fast (`fast_bfloat16()`: an AMX CPU or a recent GPU), L-BFGS again with
-# `precision="mixed"`: VGG19 in bfloat16 for the first 3/4 of the evaluations, float32 after
+# `precision="mixed"`: VGG19 in bfloat16 for the first 9/10 of the evaluations, float32 after
 # (the dashed line). Its bfloat16 energies are the bfloat16 network's, so only the float32 ones
 # after the switch compare with the others.
 

@@ -397,6 +397,6 @@ def add_parsers(sub) -> None:
                    help="gram: Gram matrices (Gatys); w2: Wasserstein-2 between Gaussians "
                    "fitted to the features (mean and covariance)")  # fmt: skip
     r.add_argument("--precision", choices=PRECISIONS, default="float32",
-                   help="mixed: the first 3/4 of each scale's evaluations run VGG in bfloat16, "
+                   help="mixed: the first 9/10 of each scale's evaluations run VGG in bfloat16, "
                    "the rest in float32 (fast on AMX CPUs, recent GPUs; lbfgs, adam)")  # fmt: skip
     r.set_defaults(func=_style)
