@@ -220,7 +220,7 @@ def time_to_reference(model, size: int, evals: int, scales: int, content_name: s
 
 def _variants(scales: int, evals: int) -> list[tuple[str, str, int, str, int]]:
     """(label, optimizer, scales, precision, evaluations per scale); with bfloat16 evaluations
-    at about 0.4-0.45 of a float32 one, mixed precision also runs 7/6 as many evaluations."""
+    at 0.37-0.45 of a float32 one here, mixed precision also runs 7/6 as many evaluations."""
     more = evals * 7 // 6
     variants = [("L-BFGS, one scale", "lbfgs", 1, "float32", evals),
                 (f"L-BFGS, {scales} scales", "lbfgs", scales, "float32", evals // 2),

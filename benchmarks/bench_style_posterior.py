@@ -6,9 +6,9 @@ colour x 1/f preconditioner, [0, 1] exactly, dual averaging to acceptance 0.574 
 Per ``T``: acceptance, the energy terms over the draws (and the excess energy over the minimum,
 which is about ``T / 2`` where the energy is locally quadratic, and over each tenth of the
 draws), the worst R-hat and bulk ESS of the scalar summaries (energy terms, pixel and feature
-projections), and the diversity of the chains' last draws (pixel RMS distance, relative distances of VGG features and Gram matrices,
-Vendi of centred features). Writes the plot of diversity against style energy and a grid of the
-chains (a row per T).
+projections), and the diversity of the chains' last draws (pixel RMS distance, relative
+distances of VGG features and Gram matrices, Vendi of centred features). Writes the plot of
+diversity against style energy and a grid of the chains (a row per T).
 
 Usage: python benchmarks/bench_style_posterior.py [--quick] [--size PX] [--chains N]
        [--steps N] [--warmup N] [--temperatures T ...] [--json FILE] [--plot FILE] [--grid FILE]
