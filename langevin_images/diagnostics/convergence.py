@@ -78,8 +78,9 @@ def rhat_chance_level(
     R-hat's own sampling error shrinks as 1/draws (its excess over 1 is a ratio of between- to
     within-chain variances, each estimated from the draws), so over many quantities the
     largest can pass 1.01 with no mixing problem at all: with 8 chains of 100 draws, the
-    largest of 200 is about 1.015. Simulated with the same estimator as ``diagnose``
-    (``arviz_stats.rhat``, rank-normalized and folded split R-hat), ``reps`` times, seeded.
+    largest of 200 is about 1.015. Simulated ``reps`` times, seeded, with the estimator
+    ``diagnose`` reads from ``arviz_stats.rhat`` (rank-normalized and folded split R-hat),
+    vectorized in ``_rank_rhat``.
 
     Past ``max_draws`` draws per chain it is simulated at ``max_draws`` and the excess over 1
     scaled by ``max_draws / draws`` (from 400 to 800 and 1 000 draws this was within 10 % of
