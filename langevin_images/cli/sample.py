@@ -130,15 +130,15 @@ def _print_demo(args, result) -> None:
     print(f"  wrote {out}/: final.png (digits), samples.png, run.nc, run.json, plots")
 
 
-def _not_converged_in_words(verdict, args) -> str:
+def _not_converged_in_words(verdict, spec) -> str:
     """What "NOT converged" means for a newcomer, and how many steps would do, estimated from
-    the run itself: a chain's ESS grows in proportion to its steps once it has mixed. ``args``:
+    the run itself: a chain's ESS grows in proportion to its steps once it has mixed. ``spec``:
     the run's ``chains``, ``steps`` and ``thin``."""
     table = verdict.table
     ess, rhat = float(table["ess_bulk"].min()), float(table["r_hat"].max())
-    per_draw = args.chains * args.steps / max(ess, 1.0)  # steps of one chain per independent draw
+    per_draw = spec.chains * spec.steps / max(ess, 1.0)  # steps of one chain per independent draw
     words = (
-        f"  in words: the {args.chains} chains of a digit still disagree (R-hat up to "
+        f"  in words: the {spec.chains} chains of a digit still disagree (R-hat up to "
         f"{rhat:.3f}; 1.01 is the bar), and the least explored summary holds the worth of "
         f"{ess:.0f} independent draws (400 is the bar). The digits look right, but the chains "
         f"have not explored every way of writing them: this target mixes slowly, about one "
@@ -146,29 +146,29 @@ def _not_converged_in_words(verdict, args) -> str:
         f"not yet to be trusted.\n"
     )
     if ess < 400:
-        needed = 100 * round(400 * per_draw / args.chains / 100 + 0.5)
+        needed = 100 * round(400 * per_draw / spec.chains / 100 + 0.5)
         return words + (
             f"  to get there: about {needed} steps per chain would bring every ESS to 400 "
-            f"(langevin-images demo --steps {needed}, {needed / args.steps:.1f}x this run's "
+            f"(langevin-images demo --steps {needed}, {needed / spec.steps:.1f}x this run's "
             f"time); R-hat can need more, or more chains (--chains), because chains that settle "
             f"on different ways of writing a digit rarely cross (the README's \"Is the demo "
             f'converged?" shows runs 15x and 45x longer).'
         )
     chance = getattr(verdict, "rhat_chance", None)
-    draws = args.steps // args.thin
+    draws = spec.steps // spec.thin
     if chance is not None and rhat <= chance[1]:
         return words + (
             f"  to get there: every ESS is past 400, and R-hat {rhat:.3f} is what chains that "
             f"have mixed give by chance with {draws} kept draws per chain (independent draws "
             f"give {chance[0]:.3f}): 1.01 cannot be judged with so few, it needs about "
             f"{verdict.draws_needed}. The demo keeps 400 draws per chain from 4 000 steps on: "
-            f"langevin-images demo --steps {max(4000, args.steps)} (the README's \"Is the demo "
+            f"langevin-images demo --steps {max(4000, spec.steps)} (the README's \"Is the demo "
             f'converged?").'
         )
     return words + (
         f"  to get there: every ESS is past 400; R-hat is what is left, and it falls as the "
         f"chains run longer and cross between ways of writing a digit (langevin-images demo "
-        f"--steps {2 * args.steps}, twice this run's time; the README's \"Is the demo "
+        f"--steps {2 * spec.steps}, twice this run's time; the README's \"Is the demo "
         f'converged?" shows runs up to 90x longer).'
     )
 
