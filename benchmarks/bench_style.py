@@ -19,10 +19,13 @@
    best: both targets are reported. Where bfloat16 is fast (an AMX CPU), also
    ``precision="mixed"``: 9/10 of the evaluations with VGG19 in bfloat16, then float32; only
    float32 evaluations count as reaching the target. Each content photo (``--photos``) is a
-   pair with the style; the summary is the median over pairs.
+   pair with the style; the summary is the median over pairs. The reference's final energy
+   is chaotic (about 1 % either way with the thread count, or with a start moved within half
+   a grey level): ``--reference-starts K`` runs it from K such starts, and the target is the
+   median of their final energies, the time the median of theirs.
 
 Usage: python benchmarks/bench_style.py [--quick] [--size PX] [--threads N] [--photos ...]
-       [--json FILE]
+       [--reference-starts K] [--json FILE]
 """
 
 from __future__ import annotations
@@ -153,12 +156,13 @@ def _reference_loss(model, content, style, weights):
     return loss
 
 
-def reference(model, content, style, evals: int) -> dict:
-    """The tutorial's recipe: LBFGS defaults, clamp in the closure, ``evals`` closures."""
+def reference(model, content, style, evals: int, start: torch.Tensor | None = None) -> dict:
+    """The tutorial's recipe: LBFGS defaults, clamp in the closure, ``evals`` closures, from
+    ``start`` (the content image by default)."""
     from langevin_images.apps.style import DEFAULTS
 
     loss_fn = _reference_loss(model, content, style, DEFAULTS)
-    x = content.clone().requires_grad_(True)
+    x = (content if start is None else start).clone().requires_grad_(True)
     opt = torch.optim.LBFGS([x])
     curve: list[float] = []
     t0 = time.perf_counter()
@@ -189,13 +193,33 @@ def _reach(history: list[dict], last_scale: int, target: float) -> float | None:
     return None if hit is None else hit["seconds"]
 
 
-def time_to_reference(model, size: int, evals: int, scales: int, content_name: str) -> dict:
+def _starts(content: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The content image, then ``n - 1`` copies of it moved by uniform noise within half a grey
+    level (+-0.5/255, clamped to [0, 1]): starts no one could tell apart in an 8-bit file."""
+    g = torch.Generator().manual_seed(0)
+    noise = [(torch.rand(content.shape, generator=g) - 0.5) / 255 for _ in range(n - 1)]
+    return [content] + [(content + e).clamp(0, 1) for e in noise]
+
+
+def time_to_reference(
+    model, size: int, evals: int, scales: int, content_name: str, reference_starts: int = 1
+) -> dict:
     content, style = load_photo(content_name, size), load_photo(STYLE, size)
     energy = style_energy(model, content, style)
-    ref = reference(model, content, style, evals)
-    with torch.no_grad():
-        ref_final = float(energy(ref["x"]))
-        agree = float(ref["loss_fn"](ref["x"]))
+    # L-BFGS on this energy is chaotic: a different order of floating-point sums (another thread
+    # count) or a start within half a grey level ends it about 1 % higher or lower. With several
+    # starts, the target is the median of their final energies, and the time their median.
+    refs, finals, agree = [], [], True
+    for start in _starts(content, reference_starts):
+        r = reference(model, content, style, evals, start)
+        with torch.no_grad():
+            finals.append(float(energy(r["x"])))
+            agree &= abs(float(r["loss_fn"](r["x"])) - finals[-1]) <= 1e-4 * abs(finals[-1])
+        refs.append(r)
+    ref = {"seconds": statistics.median(r["seconds"] for r in refs),
+           "best": statistics.median(r["best"] for r in refs),
+           "evaluations": refs[0]["evaluations"]}  # fmt: skip
+    ref_final = statistics.median(finals)
     rows = {}
     for label, optimizer, n_scales, precision, steps in _variants(scales, evals):
         result = transfer(content, style, model=model, optimizer=optimizer, steps=steps,
@@ -213,7 +237,9 @@ def time_to_reference(model, size: int, evals: int, scales: int, content_name: s
         "content": content_name, "size": list(content.shape[-2:]),
         "reference_evaluations": ref["evaluations"], "reference_seconds": ref["seconds"],
         "reference_final_energy": ref_final, "reference_best_energy": ref["best"],
-        "reference_loss_agrees_with_energy": abs(agree - ref_final) <= 1e-4 * abs(ref_final),
+        "reference_starts": len(refs), "reference_final_energies": finals,
+        "reference_seconds_each": [r["seconds"] for r in refs],
+        "reference_loss_agrees_with_energy": agree,
         "ours": rows,
     }  # fmt: skip
 
@@ -263,6 +289,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--scales", type=int, default=3)
     p.add_argument("--photos", nargs="+", default=list(PHOTOS), help="the contents")
+    p.add_argument("--reference-starts", type=int, default=1, metavar="K",
+                   help="run the reference from K starts (the content, then K - 1 within half a "
+                        "grey level of it); the target is their median final energy")  # fmt: skip
     p.add_argument("--json", default=None)
     p.add_argument(
         "--costs-only",
@@ -299,11 +328,12 @@ def main() -> None:
     evals = 30 if quick else 300
     for name in photos:
         tr = time_to_reference(model, 48 if quick else args.size, evals,
-                               args.scales, name)  # fmt: skip
+                               args.scales, name, args.reference_starts)  # fmt: skip
         out["time_to_reference"].append(tr)
+        each = ", ".join(f"{e:.4f}" for e in tr["reference_final_energies"])
         print(f"{name} x {STYLE}: reference (tutorial L-BFGS, {tr['reference_evaluations']} "
               f"evaluations) {tr['reference_seconds']:.1f} s; final energy "
-              f"{tr['reference_final_energy']:.4f}, "
+              f"{tr['reference_final_energy']:.4f} ({each}), "
               f"best {tr['reference_best_energy']:.4f}")  # fmt: skip
         for label, row in tr["ours"].items():
             parts = []
