@@ -10,8 +10,15 @@ projections), and the diversity of the chains' last draws (pixel RMS distance, r
 distances of VGG features and Gram matrices, Vendi of centred features). Writes the plot of
 diversity against style energy and a grid of the chains (a row per T).
 
+The chains drift away from the minimum for thousands of steps, so what they give is below the
+equilibrium's. ``--spread S`` also runs each T from chains started S (RMS over the pixel
+values) from the minimum, further out than the equilibrium: their excess energy falls. Where
+the two have flattened close together, they bracket the equilibrium's (Gelman & Rubin's
+over-dispersed starts); the JSON's ``brackets`` gives both ends per T.
+
 Usage: python benchmarks/bench_style_posterior.py [--quick] [--size PX] [--chains N]
-       [--steps N] [--warmup N] [--temperatures T ...] [--json FILE] [--plot FILE] [--grid FILE]
+       [--steps N] [--warmup N] [--temperatures T ...] [--spread S] [--json FILE]
+       [--plot FILE] [--grid FILE]
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ def main() -> None:
     p.add_argument("--model", default="vgg19")
     p.add_argument("--temperatures", type=float, nargs="*",
                    default=[0.003, 0.01, 0.03, 0.1, 0.3])  # fmt: skip
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="also run each T from chains started this far (RMS over the pixel "
+                   "values, 0-1 units) from the minimum, to bracket the equilibrium")  # fmt: skip
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None)
     p.add_argument("--grid", default=None)
@@ -74,10 +84,12 @@ def main() -> None:
         return capture(model, ["relu4_2"], x)["relu4_2"].flatten(1)
 
     rows, finals = [], []
-    for temperature in args.temperatures:
+    spreads = [0.0] + ([args.spread] if args.spread else [])
+    for temperature, spread in ((t, s) for t in args.temperatures for s in spreads):
         t = time.perf_counter()
         run = sample_posterior(energy, mode, temperature=temperature, chains=args.chains,
-                               steps=args.steps, warmup=args.warmup, progress=False)  # fmt: skip
+                               steps=args.steps, warmup=args.warmup, spread=spread,
+                               progress=False)  # fmt: skip
         seconds = time.perf_counter() - t
         dt = run.to_datatree(projections=8, features=features)
         verdict = diagnose(dt)
@@ -90,9 +102,10 @@ def main() -> None:
         tenths = torch.tensor(post["energy"].values).chunk(10, dim=1)
         excess_by_tenth = [float(t.mean()) - e0["energy"] for t in tenths]
         final = run.final_position.detach()
-        finals.append(final)
+        if not spread:
+            finals.append(final)
         row = {
-            "temperature": temperature, "seconds": seconds,
+            "temperature": temperature, "spread": spread, "seconds": seconds,
             "acceptance": float(run.acceptance_rate.mean()),
             "step_size": float(run.stats["step_size"][:, -1].mean()),
             **{f"mean_{k}": v for k, v in terms.items()},
@@ -103,13 +116,18 @@ def main() -> None:
             **style_diversity(model, final),
         }  # fmt: skip
         rows.append(row)
-        print(f"T {temperature:g}: acc {row['acceptance']:.2f}, style {terms['style']:.4f}, "
+        print(f"T {temperature:g}, spread {spread:g}: acc {row['acceptance']:.2f}, "
+              f"style {terms['style']:.4f}, excess by tenth "
+              f"{' '.join(f'{v:.3f}' for v in excess_by_tenth)}, "
               f"content {terms['content']:.4f}, excess {row['excess_energy']:.4f} (T/2 "
               f"{temperature / 2:.4f}), R-hat {row['max_rhat']:.2f}, ESS {row['min_ess_bulk']:.0f}"
               f", pixel RMS {row['pixel_rms']:.4f}, Vendi {row['vendi_features']:.2f}, "
               f"{seconds:.0f} s", flush=True)  # fmt: skip
     out = {"size": list(content.shape[-2:]), "model": args.model, "chains": args.chains,
            "steps": args.steps, "warmup": args.warmup, "minimum": e0, "rows": rows}  # fmt: skip
+    if args.spread:
+        out["brackets"] = _brackets(rows)
+    rows = [r for r in rows if not r["spread"]]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     if args.plot:
@@ -121,6 +139,28 @@ def main() -> None:
 
         grid = torch.stack([torch.cat([mode, f]) for f in finals])
         Image.fromarray(image_grid(grid.numpy())).save(args.grid)
+
+
+def _brackets(rows) -> list[dict]:
+    """Per T, the last tenth's excess energy and the final draws' pixel RMS distance from the
+    chains started at the minimum (rising: below the equilibrium's) and from the spread-out
+    starts (falling: above it, once the fall has flattened)."""
+    out = []
+    for low in (r for r in rows if not r["spread"]):
+        high = next(r for r in rows if r["spread"] and r["temperature"] == low["temperature"])
+        out.append({
+            "temperature": low["temperature"],
+            "excess_last_tenth": [low["excess_by_tenth"][-1], high["excess_by_tenth"][-1]],
+            "pixel_rms": [low["pixel_rms"], high["pixel_rms"]],
+            "style": [low["mean_style"], high["mean_style"]],
+        })  # fmt: skip
+        b = out[-1]
+        print(
+            f"T {b['temperature']:g}: excess in the last tenth {b['excess_last_tenth'][0]:.4f} "
+            f"from the minimum, {b['excess_last_tenth'][1]:.4f} from the spread starts; "
+            f"pixel RMS between chains {b['pixel_rms'][0]:.4f} / {b['pixel_rms'][1]:.4f}"
+        )
+    return out
 
 
 def _plot(rows, e0, path) -> None:

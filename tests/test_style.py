@@ -208,6 +208,27 @@ def test_posterior_samples_differ_from_each_other_and_from_the_optimum():
     assert post.config["sampler_temperature"] == pytest.approx(0.05 / (3 * 24 * 24))
 
 
+def test_spread_starts_each_chain_its_own_distance_from_the_optimum():
+    from langevin_images.apps.style import _posterior_starts, sample_posterior
+    from langevin_images.datasets import photo_color_covariance
+    from langevin_images.linalg import ColorFourier
+
+    start = photo(1, (24, 24))
+    m = ColorFourier((24, 24), photo_color_covariance())
+    together = _posterior_starts(start, 3, 0.0, m, seed=0)
+    assert torch.equal(together, start.clamp(0.01, 0.99).expand(3, -1, -1, -1))
+    apart = _posterior_starts(start, 3, 0.1, m, seed=0)
+    distance = (apart - together).flatten(1).square().mean(1).sqrt()  # clamping only shortens
+    assert bool((distance > 0.05).all()) and bool((distance < 0.1 + 1e-6).all())
+    assert float((apart[0] - apart[1]).abs().max()) > 0.05
+    assert float(apart.min()) >= 0.01 and float(apart.max()) <= 0.99
+    assert apart.dtype == start.dtype
+    net = tiny_vgg()
+    energy = style_energy(net, start, photo(2, (24, 24)))
+    with pytest.raises(ValueError, match="spread"):
+        sample_posterior(energy, start, temperature=0.05, spread=-1.0, progress=False)
+
+
 def test_bad_arguments_are_refused():
     net = tiny_vgg()
     content, style = photo(1), photo(2)
@@ -382,6 +403,7 @@ def test_style_command_posterior_writes_chains_and_diagnostics(tmp_path):
     card = json.loads((out / "run.json").read_text())
     assert "verdict" in card["diagnostics"] and card["diversity"]["pixel_rms"] >= 0
     assert card["config"]["style_weights"] == [1.0, 2.0]
+    assert card["config"]["spread"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -389,6 +411,7 @@ def test_style_command_posterior_writes_chains_and_diagnostics(tmp_path):
     [
         (["--style", "ihc", "--style-weight", "1", "--style-weight", "2"], "one weight per"),
         (["--chains", "3"], "--chains is for --method posterior"),
+        (["--spread", "10"], "--spread is for --method posterior"),
         (["--style", "nofile.png"], "--style nofile.png: no such file"),
         (["--model", "mnist"], "RGB feature model"),
         (["--size", "8", "--scales", "3"], "too small"),

@@ -328,6 +328,7 @@ def transfer(
     sample_steps: int = 200,
     warmup: int = 100,
     seed: int = 0,
+    spread: float = 0.0,
     precision: str = "float32",
     style_loss: str = "gram",
     record_to=None,
@@ -367,6 +368,9 @@ def transfer(
     temperature, chains, sample_steps, warmup : float, int, int, int
         The posterior: ``T`` in units of the energy, the number of chains, draws after the
         warmup (dual averaging of the step size to acceptance 0.574).
+    spread : float
+        The posterior: the chains start this far (root-mean-square over the pixel values, of
+        colour x 1/f noise) from the optimization's result, each with its own; 0: all at it.
     seed : int
         Seeds the noise start and the sampler.
     style_loss : {"gram", "w2"}
@@ -464,7 +468,7 @@ def transfer(
     if method == "posterior":
         run = sample_posterior(
             energy, x, temperature=temperature, chains=chains, steps=sample_steps,
-            warmup=warmup, seed=seed, progress=progress, record_to=record_to,
+            warmup=warmup, seed=seed, spread=spread, progress=progress, record_to=record_to,
         )  # fmt: skip
         runs.append(run)
         images = run.final_position.detach()
@@ -484,9 +488,12 @@ def transfer(
     if precision == "mixed":
         config["bfloat16_evaluations_per_scale"] = _low_steps(steps)
     if method == "posterior":
+        start = "the optimization's result"
+        if spread:
+            start += f" plus colour x 1/f noise of RMS {spread:g}"
         config.update(temperature=temperature, chains=chains, sample_steps=sample_steps,
                       warmup=warmup, sampler_temperature=temperature / content[0].numel(),
-                      start="the optimization's result")  # fmt: skip
+                      spread=spread, start=start)  # fmt: skip
     return Stylized(images, history, sizes, runs, config, time.perf_counter() - t0)
 
 
@@ -509,21 +516,28 @@ def sample_posterior(
     steps: int = 200,
     warmup: int = 100,
     seed: int = 0,
+    spread: float = 0.0,
     progress: bool = True,
     record_to=None,
 ):
     """MALA on ``pi(x) ~ exp(-d E(x) / T)`` (``d`` pixel values per image), ``chains`` chains
     from ``start`` ``(1, 3, H, W)`` (a minimum of ``energy``), colour x 1/f preconditioned, on
     [0, 1] exactly, the step size adapted to acceptance 0.574 during ``warmup``: the sampler's
-    ``Run``."""
+    ``Run``.
+
+    ``spread`` > 0 starts each chain at ``start`` plus its own colour x 1/f noise of that
+    root-mean-square (clamped to [0.01, 0.99]): over-dispersed starts (Gelman & Rubin 1992).
+    On this energy chains from the minimum drift away from it for thousands of steps; chains
+    from further out come down towards the same level, so the two runs bracket what the
+    equilibrium gives (``benchmarks/bench_style_posterior.py --spread``)."""
     from ..datasets import photo_color_covariance
     from ..linalg import ColorFourier
     from ..samplers import sample
 
     d = start[0].numel()
     t_sampler = temperature / d
-    x0 = start.detach().clamp(0.01, 0.99).expand(chains, -1, -1, -1).contiguous()
     preconditioner = ColorFourier(tuple(start.shape[-2:]), photo_color_covariance())
+    x0 = _posterior_starts(start, chains, spread, preconditioner, seed)
     step0 = initial_step_size(energy, x0[:1], temperature=t_sampler,
                               preconditioner=preconditioner, seed=seed)  # fmt: skip
     return sample(
@@ -531,6 +545,20 @@ def sample_posterior(
         schedule="dual_averaging", temperature=t_sampler, preconditioner=preconditioner,
         bounds=(0.0, 1.0), seed=seed, progress=progress, record_to=record_to,
     )  # fmt: skip
+
+
+def _posterior_starts(start: Tensor, chains: int, spread: float, preconditioner, seed: int):
+    """``chains`` copies of ``start``, each plus its own ``preconditioner`` noise scaled to
+    root-mean-square ``spread`` over its pixel values (none for 0), clamped to [0.01, 0.99]."""
+    if not spread >= 0:
+        raise ValueError(f"sample_posterior: spread must be >= 0, got {spread}")
+    x0 = start.detach().expand(chains, -1, -1, -1).contiguous()
+    if spread > 0:
+        generator = torch.Generator(device=x0.device).manual_seed(seed + 1)
+        noise = preconditioner.noise(x0, generator)
+        rms = noise.flatten(1).square().mean(1).sqrt().clamp_min(1e-12)
+        x0 = x0 + (noise * (spread / rms)[:, None, None, None]).to(x0.dtype)
+    return x0.clamp(0.01, 0.99)
 
 
 def initial_step_size(

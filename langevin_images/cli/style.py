@@ -82,6 +82,8 @@ def _style(args: argparse.Namespace) -> None:
     mask = _read_mask(args.mask, (h, w)) if args.mask else None
     if args.method == "gatys" and args.chains not in (None, 1):
         raise BadInput("--chains is for --method posterior (gatys gives one image)")
+    if args.method != "posterior" and args.spread:
+        raise BadInput("--spread is for --method posterior (where the chains start)")
     if args.precision == "mixed" and args.optimizer == "descent":
         raise BadInput("--precision mixed is for --optimizer lbfgs or adam")
     from ..models import fast_bfloat16
@@ -121,7 +123,7 @@ def _run(args, model, content, styles, mask, out) -> None:
             lr=args.lr,
             step_size=args.step_size / 255, temperature=args.temperature, chains=args.chains,
             sample_steps=args.sample_steps, warmup=args.warmup, seed=args.seed,
-            precision=args.precision, style_loss=args.style_loss,
+            spread=args.spread / 255, precision=args.precision, style_loss=args.style_loss,
             record_to=out / "record.zarr" if posterior else None,
             progress=not args.quiet,
         )  # fmt: skip
@@ -200,6 +202,8 @@ def _amortized(args: argparse.Namespace) -> None:
         raise BadInput(f"--mask is for --method gatys and posterior, not {args.method}")
     if args.chains not in (None, 1):
         raise BadInput("--chains is for --method posterior")
+    if args.spread:
+        raise BadInput("--spread is for --method posterior")
     if args.preserve_color == "histogram" and args.method != "adain":
         raise BadInput("--preserve-color histogram recolours the style image: --method adain "
                        "only; use luminance")  # fmt: skip
@@ -393,6 +397,10 @@ def add_parsers(sub) -> None:
                    help="posterior: chains (default 4)")  # fmt: skip
     r.add_argument("--sample-steps", type=positive_int, default=200, help="posterior: draws")
     r.add_argument("--warmup", type=nonneg_int, default=100, help="posterior: warmup steps")
+    r.add_argument("--spread", type=nonneg_float, default=0.0,
+                   help="posterior: start the chains this far from the optimization's "
+                   "result (RMS of colour x 1/f noise, on 0-255 values; default 0: "
+                   "all at it)")  # fmt: skip
     r.add_argument("--style-loss", choices=STYLE_LOSSES, default="gram",
                    help="gram: Gram matrices (Gatys); w2: Wasserstein-2 between Gaussians "
                    "fitted to the features (mean and covariance)")  # fmt: skip
