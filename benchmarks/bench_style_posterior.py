@@ -8,7 +8,8 @@ which is about ``T / 2`` where the energy is locally quadratic, and over each te
 draws), the worst R-hat and bulk ESS of the scalar summaries (energy terms, pixel and feature
 projections), and the diversity of the chains' last draws (pixel RMS distance, relative
 distances of VGG features and Gram matrices, Vendi of centred features). Writes the plot of
-diversity against style energy and a grid of the chains (a row per T).
+diversity against style energy and a grid of the chains (a row per T, and with ``--spread``
+a row per T for each start: the minimum, then the spread-out one).
 
 The chains drift away from the minimum for thousands of steps, so what they give is below the
 equilibrium's. ``--spread S`` also runs each T from chains started S (RMS over the pixel
@@ -102,8 +103,7 @@ def main() -> None:
         tenths = torch.tensor(post["energy"].values).chunk(10, dim=1)
         excess_by_tenth = [float(t.mean()) - e0["energy"] for t in tenths]
         final = run.final_position.detach()
-        if not spread:
-            finals.append(final)
+        finals.append(final)
         row = {
             "temperature": temperature, "spread": spread, "seconds": seconds,
             "acceptance": float(run.acceptance_rate.mean()),
