@@ -127,7 +127,6 @@ def main() -> None:
            "steps": args.steps, "warmup": args.warmup, "minimum": e0, "rows": rows}  # fmt: skip
     if args.spread:
         out["brackets"] = _brackets(rows)
-    rows = [r for r in rows if not r["spread"]]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     if args.plot:
@@ -164,22 +163,29 @@ def _brackets(rows) -> list[dict]:
 
 
 def _plot(rows, e0, path) -> None:
+    """Diversity against style energy, a line per start (with ``--spread``: from the minimum,
+    from below, and from the spread-out starts, from above; the equilibrium lies between)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    style = [r["mean_style"] for r in rows]
+    spreads = sorted({r.get("spread", 0.0) for r in rows})
     for ax, key, label in ((axes[0], "pixel_rms", "pixel RMS distance between chains"),
                            (axes[1], "gram_relative", "Gram distance between chains")):  # fmt: skip
-        ax.plot(style, [r[key] for r in rows], "o-")
-        for r in rows:
-            ax.annotate(f"T={r['temperature']:g}", (r["mean_style"], r[key]), fontsize=8,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        for spread in spreads:
+            line = [r for r in rows if r.get("spread", 0.0) == spread]
+            name = "from the minimum" if not spread else f"from starts {spread:g} RMS away"
+            ax.plot([r["mean_style"] for r in line], [r[key] for r in line], "o-", label=name)
+            for r in line:
+                ax.annotate(f"T={r['temperature']:g}", (r["mean_style"], r[key]), fontsize=8,
+                            xytext=(4, 4), textcoords="offset points")  # fmt: skip
         ax.axvline(e0["style"], color="0.6", ls=":", lw=1)
         ax.set_xlabel("style energy (mean over draws; dotted: T = 0)")
         ax.set_ylabel(label)
+    if len(spreads) > 1:
+        axes[0].legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=110)
 
 
