@@ -91,7 +91,7 @@ def main() -> None:
 
     rows, finals = [], []
     spreads = ([] if args.spread_only else [0.0]) + ([args.spread] if args.spread else [])
-    for temperature, spread in ((t, s) for t in args.temperatures for s in spreads):
+    for temperature, spread in ((temp, s) for temp in args.temperatures for s in spreads):
         t = time.perf_counter()
         run = sample_posterior(energy, mode, temperature=temperature, chains=args.chains,
                                steps=args.steps, warmup=args.warmup, spread=spread,
@@ -106,7 +106,7 @@ def main() -> None:
         # away from the start (at equilibrium it is flat; T/2 only if every direction is
         # quadratic inside [0, 1], a direction the energy hardly sees adds nothing)
         tenths = torch.tensor(post["energy"].values).chunk(10, dim=1)
-        excess_by_tenth = [float(t.mean()) - e0["energy"] for t in tenths]
+        excess_by_tenth = [float(part.mean()) - e0["energy"] for part in tenths]
         final = run.final_position.detach()
         finals.append(final)
         row = {
@@ -146,9 +146,9 @@ def main() -> None:
 
 
 def _brackets(rows) -> list[dict]:
-    """Per T, the last tenth's excess energy and the final draws' pixel RMS distance from the
-    chains started at the minimum (rising: below the equilibrium's) and from the spread-out
-    starts (falling: above it, once the fall has flattened)."""
+    """Per T, the last tenth's excess energy, the mean style energy and the final draws' pixel
+    RMS distance, from the chains started at the minimum (rising: below the equilibrium's) and
+    from the spread-out starts (falling: above it, once the fall has flattened)."""
     out = []
     for low in (r for r in rows if not r["spread"]):
         high = next(r for r in rows if r["spread"] and r["temperature"] == low["temperature"])
