@@ -862,6 +862,8 @@ def resume_folder(
     from .samplers import resume as resume_run
 
     path = prepare_out(out, resume=True)
+    for stray in path.glob(".*.tmp"):  # what atomic_write was writing when the run was killed
+        stray.unlink(missing_ok=True)
     stored = spec_from_record(path)
     if spec is not None and spec.hash != stored.hash:
         raise RunFolderError(

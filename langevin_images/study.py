@@ -371,13 +371,24 @@ def _infinities_as_text(obj):
 def _execute_or_resume(spec: RunSpec, partial: Path, *, plots: bool):
     from . import runs as R
 
+    unreadable = None
     if (partial / R.RECORD).exists():
         try:
             return R.resume_folder(partial, spec=spec, progress=False, plots=plots)
         except (ValueError, RunFolderError):
             pass  # killed before its first checkpoint, or a spec of another study: start again
+        except Exception as err:  # a record resume cannot read (a damaged file): the run is
+            # seeded, so starting again gives the same numbers; its card says why it restarted
+            unreadable = f"{type(err).__name__}: {err}".splitlines()[0]
+            print(f"{partial.name}: cannot resume ({unreadable}); starting it again",
+                  file=sys.stderr)  # fmt: skip
     shutil.rmtree(partial, ignore_errors=True)
-    return R.execute(spec, partial, progress=False, plots=plots, argv=["study"])
+    result = R.execute(spec, partial, progress=False, plots=plots, argv=["study"])
+    if unreadable:
+        card = json.loads((partial / "run.json").read_text())
+        card["restarted"] = f"its record could not be resumed ({unreadable})"
+        R.write_card(partial, card)
+    return result
 
 
 def _record_failure(runs_dir: Path, name: str, spec: dict, err: BaseException | str, tb: str):

@@ -399,8 +399,11 @@ def test_killed_command_resumes_bit_for_bit(tmp_path):
     proc.communicate(timeout=60)
     assert not (killed / "run.nc").exists()
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    stray = killed / ".run.nc.4242.tmp"  # as a kill during atomic_write leaves it
+    stray.write_bytes(b"half a file")
     resume = _cli("sample", "--resume", str(killed), "--quiet")
     assert resume.wait(timeout=300) == 0, resume.communicate()
+    assert not stray.exists()
     a = xr.open_datatree(full / "record.zarr", engine="zarr", consolidated=False)
     b = xr.open_datatree(killed / "record.zarr", engine="zarr", consolidated=False)
     for group in ("steps", "draws"):

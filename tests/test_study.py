@@ -207,9 +207,39 @@ def test_a_study_killed_mid_way_and_restarted_completes_with_the_same_numbers(re
     assert 2 <= len(finished) < 8
     assert not (out / "study.nc").exists()
     result = S.run_study(study, out, workers=2, progress=False)
-    assert result.complete and not result.failed
+    assert result.complete and not result.failed, _errors(runs, result.failed, proc)
     assert len(result.ran) == 8 - len(finished)
     _same(pool_out, out)
+
+
+def _errors(runs: Path, names: list[str], proc) -> str:
+    """What the failed runs' error.json files and the killed study said: a failure here is a
+    race, and this is all there is to find it from."""
+    said = [f"{n}: {json.loads((runs / n / 'error.json').read_text())['traceback'][-1500:]}"
+            for n in names]  # fmt: skip
+    return "\n".join([*said, "killed study's stderr:", proc.stderr.read().decode()[-1500:]])
+
+
+def test_a_record_resume_cannot_read_is_run_again_and_says_so(tmp_path):
+    study = S.Study.load(_config(tmp_path))
+    point = study.points()[0]
+    runs = tmp_path / "runs"
+    assert S.run_point(point.spec.to_dict(), str(runs), point.name)["status"] == "done"
+    first = json.loads((runs / point.name / S.METRICS).read_text())
+    # the finished run, as a kill before its last rename leaves it, with its checkpoint damaged
+    partial = S._partial(runs, point.name)
+    (runs / point.name).rename(partial)
+    (partial / S.METRICS).unlink()
+    record = partial / "record.zarr"
+    slot = json.loads((record / "zarr.json").read_text())["attributes"]["checkpoint_slot"]
+    (chunk,) = (p for p in (record / "checkpoint" / f"state_{slot}").rglob("*") if p.is_file()
+                and p.name != "zarr.json")  # fmt: skip
+    chunk.write_bytes(b"not a checkpoint" * 8)
+    assert S.run_point(point.spec.to_dict(), str(runs), point.name)["status"] == "done"
+    again = json.loads((runs / point.name / S.METRICS).read_text())
+    assert again["targets"] == first["targets"]  # seeded: the same numbers from the start
+    card = json.loads((runs / point.name / "run.json").read_text())
+    assert "could not be resumed" in card["restarted"]
 
 
 def test_a_bad_config_exits_2_in_one_line_and_leaves_no_folder(tmp_path, capsys):
