@@ -149,15 +149,24 @@ class FittedGaussianPrior(_CovarianceGaussian):
         if not shrinkage > 0:
             raise ValueError("shrinkage must be > 0 (it keeps the covariance invertible)")
         shape = tuple(images.shape[1:])
-        x = images.reshape(images.shape[0], -1).to(torch.float64)
-        mean = x.mean(0)
-        xc = x - mean
-        d = x.shape[1]
+        n, d = images.shape[0], math.prod(shape)
         if d <= max_dense:
-            cov = xc.T @ xc / (x.shape[0] - 1)
+            # in float64 blocks of rows: the whole set in float64, and again centred, was 0.75
+            # GB of a study worker's 1.5 GB peak on MNIST's 60 000 images
+            rows = images.reshape(n, d)
+            blocks = range(0, n, 8192)
+            mean = sum(rows[i : i + 8192].sum(0, dtype=torch.float64) for i in blocks) / n
+            cov = torch.zeros(d, d, dtype=torch.float64, device=images.device)
+            for i in blocks:
+                xc = rows[i : i + 8192].to(torch.float64) - mean
+                cov.addmm_(xc.T, xc)
+            cov /= n - 1
             cov += shrinkage * torch.eye(d, dtype=torch.float64)
             covariance = Dense(cov)
         else:
+            x = images.reshape(n, d).to(torch.float64)
+            mean = x.mean(0)
+            xc = x - mean
             k = min(rank, x.shape[0] - 1, d)
             _, s, v = torch.linalg.svd(xc, full_matrices=False)
             top = v[:k].T * (s[:k] / math.sqrt(x.shape[0] - 1))  # (D, k): U U^T = top PCA part
