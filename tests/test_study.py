@@ -212,6 +212,51 @@ def test_a_study_killed_mid_way_and_restarted_completes_with_the_same_numbers(re
     _same(pool_out, out)
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_pool_workers_of_a_study_killed_while_they_start_exit(tmp_path):
+    """SIGKILL a study process as soon as its pool has spawned its workers: they find their
+    parent gone when they start and exit, instead of waiting for work forever."""
+    mark = f"LANGEVIN_IMAGES_TEST_MARK={os.getpid()}-{time.monotonic_ns()}"
+    script = tmp_path / "starts_a_pool.py"
+    script.write_text(
+        "import sys, time\n"
+        "from langevin_images import study as S\n"
+        "if __name__ == '__main__':\n"
+        "    pool = S._pool(2)\n"
+        "    for _ in range(2):\n"
+        "        pool.submit(time.sleep, 0)\n"
+        "    print('spawned', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    key, value = mark.split("=")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            env={**os.environ, key: value})  # fmt: skip
+    assert proc.stdout.readline().strip() == b"spawned"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def workers() -> list[int]:
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if (
+                    mark.encode() in environ.read_bytes().split(b"\0")
+                    and b"spawn_main" in (environ.parent / "cmdline").read_bytes()
+                ):
+                    found.append(int(environ.parent.name))
+            except OSError:  # gone meanwhile, or not ours to read
+                pass
+        return found
+
+    deadline = time.monotonic() + 60  # they exit as soon as they start: seconds
+    while workers() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = workers()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} outlived their killed study"
+
+
 def _errors(runs: Path, names: list[str], proc) -> str:
     """What the failed runs' error.json files and the killed study said: a failure here is a
     race, and this is all there is to find it from."""
