@@ -234,6 +234,7 @@ def test_pool_workers_of_a_study_killed_while_they_start_exit(tmp_path):
     assert proc.stdout.readline().strip() == b"spawned"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.stdout.close()
 
     def workers() -> list[int]:
         found = []
@@ -260,8 +261,8 @@ def test_pool_workers_of_a_study_killed_while_they_start_exit(tmp_path):
 def _errors(runs: Path, names: list[str], proc) -> str:
     """What the failed runs' error.json files and the killed study said: a failure here is a
     race, and this is all there is to find it from."""
-    said = [f"{n}: {json.loads((runs / n / 'error.json').read_text())['traceback'][-1500:]}"
-            for n in names]  # fmt: skip
+    errors = {n: json.loads((runs / n / "error.json").read_text()) for n in names}
+    said = [f"{n}: {e['error']}\n{e['traceback'][-1500:]}" for n, e in errors.items()]
     return "\n".join([*said, "killed study's stderr:", proc.stderr.read().decode()[-1500:]])
 
 

@@ -161,7 +161,7 @@ class FittedGaussianPrior(_CovarianceGaussian):
                 xc = rows[i : i + 8192].to(torch.float64) - mean
                 cov.addmm_(xc.T, xc)
             cov /= n - 1
-            cov += shrinkage * torch.eye(d, dtype=torch.float64)
+            cov += shrinkage * torch.eye(d, dtype=torch.float64, device=images.device)
             covariance = Dense(cov)
         else:
             x = images.reshape(n, d).to(torch.float64)
