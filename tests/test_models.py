@@ -49,6 +49,23 @@ def test_lite0_likelihood_by_class_name(lite0):
         ClassLikelihood(lite0, "expresso")
 
 
+def test_vgg16_converts_once_into_its_cache_and_reads_it_back(tmp_path, monkeypatch):
+    from langevin_images.models import vgg16
+
+    monkeypatch.setenv("LANGEVIN_IMAGES_CACHE", str(tmp_path))
+    first = vgg16.load_vgg16()
+    (cached,) = tmp_path.iterdir()  # the converted weights, and no temporary beside them
+    assert cached.name.startswith("vgg16-hed-") and cached.suffix == ".pt"
+
+    def no_conversion(path):
+        raise AssertionError("converted again although the cache holds the weights")
+
+    monkeypatch.setattr(vgg16, "_convert", no_conversion)
+    again = vgg16.load_vgg16()
+    a, b = first.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_vgg16_layers_and_features():
     vgg = load_model("vgg16")
     assert vgg.layer_names == LAYERS and "relu5_3" in LAYERS and "pool4" in LAYERS

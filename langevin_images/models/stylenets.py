@@ -365,10 +365,9 @@ def save_network(net: nn.Module, path: str | os.PathLike, *, kind: str, meta=Non
 def save_atomically(obj, path: str | os.PathLike) -> None:
     """``torch.save(obj)`` to a temporary name in the same folder, renamed into place: a kill
     never leaves half a file (a network, or a training checkpoint)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from ..runs import atomic_write
+
+    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def network_path(name: str) -> Path:

@@ -78,10 +78,12 @@ def load_vgg16(path: Path | None = None):
     else:
         state = _convert(h5_path)
         try:
+            from ..runs import atomic_write
+
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(cached)
+            # a temporary name of this process's own: two processes converting at once each
+            # write whole files, and a third never reads half of one
+            atomic_write(cached, lambda tmp: torch.save(state, tmp))
         except OSError:
             pass  # a read-only home: convert again next time
     net = build_vgg16_features()
